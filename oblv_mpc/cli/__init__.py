@@ -1,0 +1,67 @@
+"""The ``mpc`` command line: thin commands over the library, one error boundary.
+
+Every command parses its inputs, makes one library call and renders the result with rich.
+Every :class:`~oblv_mpc.errors.MpcError` is caught here, once: its diagnostics go to stderr and
+the process exits with the error's code (see ``docs/cli.md``). Anything else is a bug and gets
+a traceback, without local variables (keys live in locals).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from typer.core import TyperGroup
+
+from oblv_mpc import __version__
+from oblv_mpc.cli import demo as demo_cli
+from oblv_mpc.cli import keys as keys_cli
+from oblv_mpc.cli import session as session_cli
+from oblv_mpc.cli._console import err
+from oblv_mpc.errors import MpcError
+
+
+class _ErrorBoundary(TyperGroup):
+    """The top-level group: turns every MpcError into a message and an exit code."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context; its type is private
+        try:
+            return super().invoke(ctx)
+        except MpcError as exc:
+            err.print(exc.diagnostics(), markup=False)
+            raise typer.Exit(exc.exit_code) from None
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mpc {__version__}")
+        raise typer.Exit()
+
+
+app = typer.Typer(
+    cls=_ErrorBoundary,
+    help="Multiparty computation brokered by an attested enclave (AWS Nitro Enclaves).",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Multiparty computation brokered by an attested enclave (AWS Nitro Enclaves)."""
+
+
+keys_cli.register(app)
+demo_cli.register(app)
+app.add_typer(session_cli.app, name="session")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="mpc")

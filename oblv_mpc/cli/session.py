@@ -1,0 +1,239 @@
+"""``mpc session ...``: assemble, check and inspect session manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+
+from oblv_mpc import keys, manifest
+from oblv_mpc.cli._console import err, out, print_json
+from oblv_mpc.errors import UsageError
+from oblv_mpc.manifest import Manifest, Role
+
+app = typer.Typer(help="Assemble, check and inspect session manifests.", no_args_is_help=True)
+
+_FILE = typer.Argument(..., help="The session manifest (YAML).")
+
+
+def _edit(path: Path, section: str, name: str, body: dict[str, Any], *, replace: bool) -> None:
+    document = manifest.load_document(path)
+    entries = document.get(section)
+    if entries is None:
+        entries = document[section] = {}
+    if not isinstance(entries, dict):
+        raise UsageError(f"{path}: {section} is not a mapping; fix the file by hand first")
+    if name in entries and not replace:
+        raise UsageError(f"{path}: {section}.{name} already exists", hint="pass --replace to overwrite it")
+    entries[name] = body
+    manifest.dump_document(document, path)
+    err.print(f"{path}: set {section}.{name}")
+
+
+@app.command("new")
+def new(
+    session_id: str = typer.Argument(..., help="Session id: lowercase letters, digits, - and _."),
+    directory: Path = typer.Option(Path("sessions"), "--dir", help="Folder for the manifest."),
+    description: str = typer.Option("", "--description", help="What the parties agree to compute, in words."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing manifest of that id."),
+) -> None:
+    """Start a new manifest, DIR/ID.yaml, with no parties yet."""
+    path = directory / f"{session_id}.yaml"
+    if path.exists() and not force:
+        raise UsageError(f"{path} already exists", hint="choose another id, or pass --force to start it over")
+    directory.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {
+        "version": manifest.SCHEMA_VERSION,
+        "session": session_id,
+        "description": description,
+        "parties": {},
+        "inputs": {},
+        "computations": {},
+    }
+    manifest.dump_document(document, path)
+    out.print(str(path))
+
+
+@app.command("add-party")
+def add_party(
+    file: Path = _FILE,
+    name: str = typer.Argument(..., help="The party's name."),
+    key: str = typer.Option(..., "--key", help="The party's public key: a file, or the base64 line from `mpc keygen`."),
+    roles: list[Role] = typer.Option(
+        [Role.CONTRIBUTOR, Role.READER], "--role", help="A role; repeat for several. Default: contributor and reader."
+    ),
+    replace: bool = typer.Option(False, "--replace", help="Replace a party of that name."),
+) -> None:
+    """Add a party with its public key and roles."""
+    public = keys.load_public_key(key)
+    body = {"public_key": keys.to_base64(public), "roles": sorted({r.value for r in roles})}
+    _edit(file, "parties", name, body, replace=replace)
+
+
+@app.command("add-input")
+def add_input(
+    file: Path = _FILE,
+    table: str = typer.Argument(..., help="The table, as party.table."),
+    columns: list[str] = typer.Option(..., "--column", help="NAME:TYPE, e.g. salary:float; repeat per column."),
+    key: list[str] = typer.Option([], "--key", help="A key column; repeat for a composite key."),
+    max_rows: int = typer.Option(manifest.DEFAULT_MAX_ROWS, "--max-rows", help="Most rows the table may have."),
+    max_bytes: int = typer.Option(manifest.DEFAULT_MAX_BYTES, "--max-bytes", help="Largest upload, in bytes."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an input of that name."),
+) -> None:
+    """Declare an input table of a party, with typed columns and limits."""
+    parsed: dict[str, str] = {}
+    for spec in columns:
+        name, sep, column_type = spec.partition(":")
+        if not sep:
+            raise UsageError(f"--column {spec!r}: expected NAME:TYPE, e.g. salary:float")
+        parsed[name] = column_type
+    body: dict[str, Any] = {"columns": parsed}
+    if key:
+        body["key"] = key
+    body["max_rows"] = max_rows
+    body["max_bytes"] = max_bytes
+    _edit(file, "inputs", table, body, replace=replace)
+
+
+@app.command("add-computation")
+def add_computation(
+    file: Path = _FILE,
+    name: str = typer.Argument(..., help="The computation's name (what parties fetch)."),
+    readers: list[str] = typer.Option(..., "--reader", help="A party who receives the result; repeat for several."),
+    template: str | None = typer.Option(None, "--template", help="psi, psi_cardinality, aggregate or join_aggregate."),
+    sql: str | None = typer.Option(None, "--sql", help="A SELECT over party.table names, instead of a template."),
+    inputs: list[str] = typer.Option([], "--input", help="Template input table (party.table); repeat."),
+    on: str | None = typer.Option(
+        None, "--on", help="Template: the column to match (psi) or join on (join_aggregate)."
+    ),
+    group_by: list[str] = typer.Option([], "--group-by", help="Template: a grouping column; repeat."),
+    aggregates: list[str] = typer.Option(
+        [], "--aggregate", help="Template: OUT=FUNCTION:COLUMN, e.g. avg_salary=avg:salary."
+    ),
+    min_group_size: int | None = typer.Option(None, "--min-group-size", help="Suppress groups with fewer rows."),
+    description: str = typer.Option("", "--description", help="What it computes, in words."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a computation of that name."),
+) -> None:
+    """Add a computation: a built-in template with its parameters, or SQL; its readers and rules."""
+    body: dict[str, Any] = {}
+    if description:
+        body["description"] = description
+    if (template is None) == (sql is None):
+        raise UsageError("give exactly one of --template or --sql")
+    if template is not None:
+        params: dict[str, Any] = {"inputs": inputs}
+        if on is not None:
+            params["join_on" if template == "join_aggregate" else "column"] = on
+        if group_by:
+            params["group_by"] = group_by
+        if aggregates:
+            params["aggregates"] = {}
+            for spec in aggregates:
+                output, _, rest = spec.partition("=")
+                function, sep, column = rest.partition(":")
+                if not output or not sep:
+                    raise UsageError(f"--aggregate {spec!r}: expected OUT=FUNCTION:COLUMN, e.g. n=count:*")
+                params["aggregates"][output] = {function: column}
+        body["template"] = template
+        body["params"] = params
+    else:
+        if inputs or on or group_by or aggregates:
+            raise UsageError("--input, --on, --group-by and --aggregate apply to templates, not to --sql")
+        body["sql"] = sql
+    body["readers"] = readers
+    if min_group_size is not None:
+        body["min_group_size"] = min_group_size
+    _edit(file, "computations", name, body, replace=replace)
+
+
+@app.command("check")
+def check(file: Path = _FILE) -> None:
+    """Validate a manifest completely; exit non-zero with every problem if it does not validate."""
+    loaded = manifest.load(file)
+    out.print(f"{file}: valid; session {loaded.session}, hash {loaded.hash}")
+
+
+@app.command("hash")
+def hash_(file: Path = _FILE) -> None:
+    """Print the manifest's hash (SHA-256 of its deterministic CBOR form)."""
+    out.print(manifest.load(file).hash, soft_wrap=True)
+
+
+@app.command("show")
+def show(
+    file: Path = _FILE,
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Show parties with fingerprints, inputs, and computations with the exact SQL each runs."""
+    loaded = manifest.load(file)
+    if as_json:
+        print_json(_as_json(loaded))
+        return
+    _render(loaded)
+
+
+def _as_json(m: Manifest) -> dict[str, Any]:
+    return {
+        "session": m.session,
+        "description": m.description,
+        "hash": m.hash,
+        "parties": {
+            p.name: {
+                "fingerprint": p.fingerprint,
+                "type": keys.describe(p.public_key),
+                "roles": sorted(r.value for r in p.roles),
+            }
+            for p in m.parties.values()
+        },
+        "inputs": {
+            t.qualified: {
+                "columns": {c.name: c.type.value for c in t.columns},
+                "key": list(t.key),
+                "max_rows": t.max_rows,
+                "max_bytes": t.max_bytes,
+            }
+            for t in m.inputs.values()
+        },
+        "computations": {
+            c.name: {
+                "template": c.template,
+                "sql": c.sql,
+                "inputs": list(c.inputs),
+                "readers": list(c.readers),
+                "min_group_size": c.min_group_size,
+            }
+            for c in m.computations.values()
+        },
+    }
+
+
+def _render(m: Manifest) -> None:
+    out.print(f"[bold]session[/] {m.session}  [dim]{m.description}[/]")
+    out.print(f"[bold]hash[/]    {m.hash}")
+    parties = Table(title="parties", title_justify="left")
+    for heading in ("party", "key", "fingerprint (SHA-256 of SPKI)", "roles"):
+        parties.add_column(heading)
+    for p in m.parties.values():
+        parties.add_row(p.name, keys.describe(p.public_key), p.fingerprint, ", ".join(sorted(r.value for r in p.roles)))
+    out.print(parties)
+    inputs = Table(title="inputs", title_justify="left")
+    for heading in ("table", "columns", "key", "max rows", "max bytes"):
+        inputs.add_column(heading)
+    for t in m.inputs.values():
+        columns = ", ".join(f"{c.name} {c.type.value}" for c in t.columns)
+        inputs.add_row(t.qualified, columns, ", ".join(t.key) or "-", f"{t.max_rows:,}", f"{t.max_bytes:,}")
+    out.print(inputs)
+    for c in m.computations.values():
+        rules = f"min_group_size {c.min_group_size}" if c.min_group_size else "none"
+        header = (
+            f"[bold]{c.name}[/] ({c.template or 'sql'})  readers: {', '.join(c.readers)}  "
+            f"inputs: {', '.join(c.inputs)}  release rules: {rules}"
+        )
+        if c.description:
+            header += f"\n[dim]{c.description}[/]"
+        out.print(header)
+        out.print(Panel(Syntax(c.sql, "sql", theme="ansi_dark", word_wrap=True), title="exact SQL", title_align="left"))

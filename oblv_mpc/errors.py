@@ -1,0 +1,151 @@
+"""The one error tree of ``oblv_mpc``.
+
+Every deliberate failure is an :class:`MpcError`. The CLI catches that base class in one
+place, prints :meth:`MpcError.diagnostics` to stderr and exits with :attr:`MpcError.exit_code`.
+Anything else that escapes is a bug, and shows a traceback (without locals).
+
+::
+
+    MpcError                         exit 1
+    ├── UsageError                   exit 2   a flag or argument that cannot work
+    ├── KeyFileError                 exit 3   a key that cannot be read, or may not be written
+    ├── ManifestError                exit 3   a session manifest that does not validate
+    ├── PcrFileError                 exit 3   a PCR file that does not validate
+    ├── InputDataError               exit 3   a table that does not match its schema
+    ├── AttestationError             exit 4   an attestation document failed a check
+    │   ├── MalformedDocument                 structure, types, sizes, encoding
+    │   ├── CertificateChainError             chain to the pinned root, validity time
+    │   ├── SignatureError                    the COSE_Sign1 signature
+    │   └── PolicyError                       PCRs, debug mode, nonce, user_data, public_key
+    ├── ProtocolError                exit 5   an envelope that does not open or verify
+    ├── EnclaveUnreachable           exit 6   no answer from the enclave
+    ├── EnclaveRefused               exit 7   the enclave answered with a refusal
+    └── NotReady                     exit 8   a result whose inputs are not all in yet
+
+Error messages never contain key material: keys are referred to by file name or fingerprint.
+"""
+
+from __future__ import annotations
+
+
+class MpcError(Exception):
+    """Base of every deliberate failure. ``hint`` says what to do next."""
+
+    exit_code = 1
+    title = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def diagnostics(self) -> str:
+        """What failed and, where we know it, what to check next."""
+        text = f"{self.title}: {self.message}"
+        if self.hint:
+            text += f"\n  hint: {self.hint}"
+        return text
+
+
+class UsageError(MpcError):
+    """Arguments that cannot work together."""
+
+    exit_code = 2
+    title = "usage error"
+
+
+class KeyFileError(MpcError):
+    """A key that cannot be loaded, is unsafely stored, or would overwrite another."""
+
+    exit_code = 3
+    title = "key error"
+
+
+class ManifestError(MpcError):
+    """A session manifest that does not validate. ``problems`` lists every problem found."""
+
+    exit_code = 3
+    title = "invalid manifest"
+
+    def __init__(self, problems: list[str], *, source: str = "<manifest>") -> None:
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        count = len(self.problems)
+        super().__init__(
+            f"{source}: {count} problem{'s' if count != 1 else ''}\n{lines}",
+            hint="fix the fields named above; `mpc session check FILE` re-checks it",
+        )
+
+
+class PcrFileError(MpcError):
+    """A PCR file that is missing, empty or malformed: never taken as 'no check'."""
+
+    exit_code = 3
+    title = "invalid PCR file"
+
+
+class InputDataError(MpcError):
+    """A data table that does not match the manifest's schema for it."""
+
+    exit_code = 3
+    title = "invalid input data"
+
+
+class AttestationError(MpcError):
+    """An attestation document failed verification. Nothing is sent to such an enclave."""
+
+    exit_code = 4
+    title = "attestation failed"
+
+    def __init__(self, check: str, message: str, *, hint: str | None = None) -> None:
+        self.check = check
+        super().__init__(f"[{check}] {message}", hint=hint)
+
+
+class MalformedDocument(AttestationError):
+    """The document's structure, field types, sizes or encoding are wrong."""
+
+
+class CertificateChainError(AttestationError):
+    """The certificate chain does not lead to the pinned root at the validation time."""
+
+
+class SignatureError(AttestationError):
+    """The COSE_Sign1 signature does not verify with the leaf certificate's key."""
+
+
+class PolicyError(AttestationError):
+    """The document is authentic, but not what this party agreed to talk to."""
+
+
+class ProtocolError(MpcError):
+    """An envelope that does not open, verify or match what was expected."""
+
+    exit_code = 5
+    title = "protocol error"
+
+
+class EnclaveUnreachable(MpcError):
+    """The enclave did not answer."""
+
+    exit_code = 6
+    title = "enclave unreachable"
+
+
+class EnclaveRefused(MpcError):
+    """The enclave answered, and refused the request. ``code`` is its machine-readable reason."""
+
+    exit_code = 7
+    title = "refused by the enclave"
+
+    def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
+        self.code = code
+        super().__init__(f"{message} ({code})", hint=hint)
+
+
+class NotReady(MpcError):
+    """A computation whose inputs are not all present yet."""
+
+    exit_code = 8
+    title = "not ready"

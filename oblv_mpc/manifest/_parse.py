@@ -1,0 +1,305 @@
+"""YAML text -> validated :class:`Manifest`, every problem reported with its field path."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+
+from oblv_mpc import keys
+from oblv_mpc.errors import KeyFileError, ManifestError
+from oblv_mpc.manifest import templates
+from oblv_mpc.manifest._problems import Problems
+from oblv_mpc.manifest.model import (
+    SCHEMA_VERSION,
+    Column,
+    ColumnType,
+    Computation,
+    InputTable,
+    Manifest,
+    Party,
+    Role,
+)
+
+MAX_MANIFEST_BYTES = 1024 * 1024
+DEFAULT_MAX_ROWS = 10_000_000
+DEFAULT_MAX_BYTES = 1024**3
+
+_SESSION_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Names that DuckDB or SQL give a meaning of their own; a party or table may not take them.
+_RESERVED = {"main", "temp", "system", "information_schema", "pg_catalog", "memory", "select", "from", "where", "table"}
+
+_TOP = {"version", "session", "description", "parties", "inputs", "computations"}
+_PARTY = {"public_key", "roles"}
+_INPUT = {"columns", "key", "max_rows", "max_bytes"}
+_COMPUTATION = {"description", "template", "params", "sql", "readers", "min_group_size"}
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses duplicate keys instead of keeping the last one."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}: a manifest must say each thing once", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def load_yaml(text: str, *, source: str) -> Any:
+    """Parse YAML text safely, refusing duplicate keys and oversized input."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
+        raise ManifestError([f"larger than {MAX_MANIFEST_BYTES} bytes"], source=source)
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ManifestError([f"not valid YAML: {exc}"], source=source) from None
+
+
+def _name(value: Any, path: str, problems: Problems, what: str) -> bool:
+    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+        problems.expected(path, f"{what}: lowercase letters, digits and _, starting with a letter or _", value)
+        return False
+    if value in _RESERVED:
+        problems.add(path, f"{value!r} is reserved; choose another {what}")
+        return False
+    return True
+
+
+def _unknown(raw: Mapping[Any, Any], allowed: set[str], path: str, problems: Problems) -> None:
+    for key in raw:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            problems.add(where, f"unknown field (expected one of: {', '.join(sorted(allowed))})")
+
+
+def _positive_int(raw: Mapping[str, Any], key: str, path: str, problems: Problems, default: int | None) -> int | None:
+    value = raw.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        problems.expected(f"{path}.{key}", "a positive whole number", value)
+        return None
+    return value
+
+
+def _parties(raw: Any, problems: Problems) -> dict[str, Party]:
+    if not isinstance(raw, dict):
+        problems.expected("parties", "a mapping of party name -> {public_key, roles}", raw)
+        return {}
+    parties: dict[str, Party] = {}
+    fingerprints: dict[str, str] = {}
+    for name, body in raw.items():
+        path = f"parties.{name}"
+        if not _name(name, path, problems, "a party name"):
+            continue
+        if not isinstance(body, dict):
+            problems.expected(path, "a mapping with public_key and roles", body)
+            continue
+        _unknown(body, _PARTY, path, problems)
+        public_key = None
+        encoded = body.get("public_key")
+        if not isinstance(encoded, str):
+            problems.expected(f"{path}.public_key", "the party's base64 public key", encoded)
+        else:
+            try:
+                public_key = keys.public_key_from_base64(encoded, source=f"{path}.public_key")
+            except KeyFileError as exc:
+                problems.add(f"{path}.public_key", exc.message.split(": ", 1)[-1])
+        roles: set[Role] = set()
+        raw_roles = body.get("roles")
+        if not isinstance(raw_roles, list) or not raw_roles:
+            problems.expected(
+                f"{path}.roles", f"a non-empty list of roles ({', '.join(r.value for r in Role)})", raw_roles
+            )
+        else:
+            for i, role in enumerate(raw_roles):
+                try:
+                    roles.add(Role(role))
+                except ValueError:
+                    problems.expected(f"{path}.roles[{i}]", f"one of {', '.join(r.value for r in Role)}", role)
+        if public_key is not None:
+            fp = keys.fingerprint(public_key)
+            if fp in fingerprints:
+                problems.add(
+                    f"{path}.public_key",
+                    f"is the same key as parties.{fingerprints[fp]}; every party needs its own key",
+                )
+            fingerprints[fp] = name
+            parties[name] = Party(name, public_key, frozenset(roles))
+    return parties
+
+
+def _inputs(raw: Any, parties: Mapping[str, Party], party_names: set[str], problems: Problems) -> dict[str, InputTable]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.expected("inputs", "a mapping of party.table -> {columns, ...}", raw)
+        return {}
+    tables: dict[str, InputTable] = {}
+    for qualified, body in raw.items():
+        path = f"inputs.{qualified}"
+        if not isinstance(qualified, str) or qualified.count(".") != 1:
+            problems.expected(path, "an input named party.table", qualified)
+            continue
+        party, table = qualified.split(".")
+        if not (_name(party, path, problems, "a party name") and _name(table, path, problems, "a table name")):
+            continue
+        if party not in party_names:
+            problems.expected(path, f"a table of a declared party (one of: {', '.join(sorted(party_names))})", party)
+        elif party in parties and not parties[party].has(Role.CONTRIBUTOR):
+            problems.add(path, f"party {party!r} has no contributor role, so it cannot provide a table")
+        if not isinstance(body, dict):
+            problems.expected(path, "a mapping with columns", body)
+            continue
+        _unknown(body, _INPUT, path, problems)
+        columns: list[Column] = []
+        raw_columns = body.get("columns")
+        if not isinstance(raw_columns, dict) or not raw_columns:
+            problems.expected(f"{path}.columns", "a mapping of column name -> type", raw_columns)
+        else:
+            for column, spec in raw_columns.items():
+                where = f"{path}.columns.{column}"
+                if not isinstance(column, str) or not _IDENTIFIER.match(column):
+                    problems.expected(where, "a column name: lowercase letters, digits and _", column)
+                    continue
+                type_name = spec.get("type") if isinstance(spec, dict) and set(spec) == {"type"} else spec
+                if isinstance(type_name, str) and type_name in {t.value for t in ColumnType}:
+                    columns.append(Column(column, ColumnType(type_name)))
+                else:
+                    problems.expected(where, f"a type among {', '.join(t.value for t in ColumnType)}", type_name)
+        key = body.get("key", [])
+        if isinstance(key, str):
+            key = [key]
+        if not isinstance(key, list) or not all(isinstance(k, str) for k in key):
+            problems.expected(f"{path}.key", "a column name or a list of column names", key)
+            key = []
+        for k in key:
+            if columns and k not in {c.name for c in columns}:
+                problems.expected(f"{path}.key", "columns of this table", k)
+        max_rows = _positive_int(body, "max_rows", path, problems, DEFAULT_MAX_ROWS)
+        max_bytes = _positive_int(body, "max_bytes", path, problems, DEFAULT_MAX_BYTES)
+        # YAML mappings are unordered: columns are kept sorted by name, so key order never matters.
+        columns.sort(key=lambda c: c.name)
+        tables[qualified] = InputTable(party, table, tuple(columns), tuple(key), max_rows or 1, max_bytes or 1)
+    return tables
+
+
+def _computations(
+    raw: Any, parties: Mapping[str, Party], party_names: set[str], tables: Mapping[str, InputTable], problems: Problems
+) -> dict[str, Computation]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        problems.expected("computations", "a mapping of name -> computation", raw)
+        return {}
+    computations: dict[str, Computation] = {}
+    for name, body in raw.items():
+        path = f"computations.{name}"
+        if not _name(name, path, problems, "a computation name"):
+            continue
+        if not isinstance(body, dict):
+            problems.expected(path, "a mapping with template or sql, and readers", body)
+            continue
+        _unknown(body, _COMPUTATION, path, problems)
+        readers = body.get("readers")
+        if not isinstance(readers, list) or not readers or not all(isinstance(r, str) for r in readers):
+            problems.expected(f"{path}.readers", "a non-empty list of party names", readers)
+            readers = []
+        for i, reader in enumerate(readers):
+            if reader not in party_names:
+                problems.expected(
+                    f"{path}.readers[{i}]", f"a declared party (one of: {', '.join(sorted(party_names))})", reader
+                )
+            elif reader in parties and not parties[reader].has(Role.READER):
+                problems.add(f"{path}.readers[{i}]", f"party {reader!r} has no reader role")
+        if len(set(readers)) != len(readers):
+            problems.add(f"{path}.readers", "names a party more than once")
+        min_group_size = _positive_int(body, "min_group_size", path, problems, None)
+        description = body.get("description", "")
+        if not isinstance(description, str):
+            problems.expected(f"{path}.description", "text", description)
+            description = ""
+        template, sql = body.get("template"), body.get("sql")
+        if (template is None) == (sql is None):
+            problems.add(path, "needs exactly one of template or sql")
+            continue
+        before = len(problems.items)
+        generated: templates.Generated | None
+        if template is not None:
+            if template not in templates.TEMPLATES:
+                problems.expected(f"{path}.template", f"one of {', '.join(templates.TEMPLATES)}", template)
+                continue
+            params = body.get("params")
+            if not isinstance(params, dict):
+                problems.expected(f"{path}.params", f"the parameters of template {template}", params)
+                continue
+            generated = templates.TEMPLATES[template](params, f"{path}.params", tables, problems)
+            if template in ("psi", "psi_cardinality") and min_group_size is not None:
+                problems.add(f"{path}.min_group_size", f"does not apply to {template} (its output has no groups)")
+        else:
+            if "params" in body:
+                problems.add(f"{path}.params", "applies only to templates")
+            if not isinstance(sql, str) or not sql.strip():
+                problems.expected(f"{path}.sql", "a SELECT statement", sql)
+                continue
+            generated = templates.Generated({}, sql.strip(), tuple(sorted(tables)))
+        if generated is None or len(problems.items) != before:
+            continue
+        computations[name] = Computation(
+            name=name,
+            template=template,
+            params=generated.params,
+            sql=generated.sql,
+            inputs=generated.inputs,
+            readers=tuple(readers),
+            min_group_size=min_group_size,
+            description=description,
+        )
+    return computations
+
+
+def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) -> Manifest:
+    """Validate parsed YAML. ``complete=False`` allows a draft (no computations, no inputs yet)."""
+    problems = Problems()
+    if not isinstance(raw, dict):
+        raise ManifestError([f"expected a mapping at the top level, found {type(raw).__name__}"], source=source)
+    _unknown(raw, _TOP, "", problems)
+    version = raw.get("version")
+    if version != SCHEMA_VERSION:
+        problems.expected("version", f"{SCHEMA_VERSION} (this tool's manifest schema)", version)
+    session = raw.get("session")
+    if not isinstance(session, str) or not _SESSION_ID.match(session):
+        problems.expected("session", "a session id: lowercase letters, digits, - and _, at most 64", session)
+        session = ""
+    description = raw.get("description", "")
+    if not isinstance(description, str):
+        problems.expected("description", "text", description)
+        description = ""
+    raw_parties = raw.get("parties")
+    parties = _parties(raw_parties, problems)
+    party_names = set(raw_parties) if isinstance(raw_parties, dict) else set()
+    tables = _inputs(raw.get("inputs"), parties, party_names, problems)
+    computations = _computations(raw.get("computations"), parties, party_names, tables, problems)
+    if complete:
+        if len(party_names) < 2:
+            problems.add("parties", f"a session needs at least two parties, found {len(party_names)}")
+        for party in parties.values():
+            if party.has(Role.CONTRIBUTOR) and not any(t.party == party.name for t in tables.values()):
+                problems.add(f"parties.{party.name}.roles", "contributor, but no input table of this party is declared")
+        if not isinstance(raw.get("computations"), dict) or not raw.get("computations"):
+            problems.add("computations", "a session needs at least one computation")
+    if problems:
+        raise ManifestError(problems.items, source=source)
+    return Manifest(session=session, description=description, parties=parties, inputs=tables, computations=computations)

@@ -1,0 +1,48 @@
+"""Every command has complete help, and every command is documented in the README or docs/."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from oblv_mpc.cli import app
+
+ROOT = Path(__file__).parents[2]
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
+    yield path, command
+    if hasattr(command, "commands"):  # a group (typer vendors click, so no isinstance)
+        for name, sub in command.commands.items():
+            yield from _commands(sub, (*path, name))
+
+
+COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
+def _docs() -> str:
+    texts = [ROOT.joinpath("README.md").read_text()]
+    texts += [p.read_text() for p in sorted(ROOT.joinpath("docs").glob("**/*.md"))]
+    return "\n".join(texts)
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS[1:], ids=[" ".join(p) for p, _ in COMMANDS[1:]])
+def test_command_has_help_and_is_documented(path: tuple[str, ...], command: Any) -> None:
+    assert command.help and command.help.strip(), f"mpc {' '.join(path)} has no help"
+    for param in command.params:
+        if param.param_type_name == "option" and not getattr(param, "hidden", False):
+            assert param.help, f"mpc {' '.join(path)} {param.opts[0]} has no help"
+    assert f"mpc {' '.join(path)}" in _docs(), f"`mpc {' '.join(path)}` is in neither README.md nor docs/"
+
+
+def test_exit_codes_are_documented() -> None:
+    from oblv_mpc import errors
+
+    text = ROOT.joinpath("docs/cli.md").read_text()
+    for cls in vars(errors).values():
+        if isinstance(cls, type) and issubclass(cls, errors.MpcError):
+            assert cls.__name__ in text, f"{cls.__name__} is missing from docs/cli.md"

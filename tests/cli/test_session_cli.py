@@ -1,0 +1,134 @@
+"""``mpc session ...``: assembling a manifest from the command line, checking and showing it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from oblv_mpc import manifest
+from tests.cli.conftest import Runner
+
+
+def _assemble(cli: Any, tmp_path: Path) -> Path:
+    for p in ("alice", "bob"):
+        assert cli("keygen", p, "--out", str(tmp_path / "keys")).exit_code == 0
+    assert cli("session", "new", "overlap", "--dir", str(tmp_path / "sessions")).exit_code == 0
+    path = tmp_path / "sessions/overlap.yaml"
+    for p in ("alice", "bob"):
+        done = cli("session", "add-party", str(path), p, "--key", str(tmp_path / f"keys/{p}_public.der"))
+        assert done.exit_code == 0, done.output
+        done = cli(
+            "session",
+            "add-input",
+            str(path),
+            f"{p}.customers",
+            "--column",
+            "email:text",
+            "--key",
+            "email",
+            "--max-rows",
+            "100",
+        )
+        assert done.exit_code == 0, done.output
+    done = cli(
+        "session",
+        "add-computation",
+        str(path),
+        "overlap_size",
+        "--template",
+        "psi_cardinality",
+        "--input",
+        "alice.customers",
+        "--input",
+        "bob.customers",
+        "--on",
+        "email",
+        "--reader",
+        "alice",
+        "--reader",
+        "bob",
+    )
+    assert done.exit_code == 0, done.output
+    return path
+
+
+def test_assemble_check_show_hash(cli: Any, tmp_path: Path) -> None:
+    path = _assemble(cli, tmp_path)
+    loaded = manifest.load(path)
+    checked = cli("session", "check", str(path))
+    assert checked.exit_code == 0
+    assert loaded.hash in checked.stdout
+    assert cli("session", "hash", str(path)).stdout.strip() == loaded.hash
+    shown = cli("session", "show", str(path), "--json")
+    data = json.loads(shown.stdout)
+    assert data["hash"] == loaded.hash
+    assert data["computations"]["overlap_size"]["sql"] == loaded.computations["overlap_size"].sql
+    assert data["parties"]["alice"]["fingerprint"] == loaded.parties["alice"].fingerprint
+    pretty = cli("session", "show", str(path))
+    assert "INTERSECT" in pretty.stdout and loaded.parties["bob"].fingerprint[:16] in pretty.stdout
+
+
+def test_edits_that_break_the_manifest_are_refused_and_leave_it_intact(cli: Any, tmp_path: Path) -> None:
+    path = _assemble(cli, tmp_path)
+    before = path.read_text()
+    done = cli(
+        "session",
+        "add-computation",
+        str(path),
+        "bad",
+        "--template",
+        "psi",
+        "--input",
+        "alice.customers",
+        "--input",
+        "bob.nope",
+        "--on",
+        "email",
+        "--reader",
+        "alice",
+    )
+    assert done.exit_code == 3
+    assert "computations.bad.params.inputs[1]" in done.stderr
+    assert path.read_text() == before
+    again = cli("session", "add-party", str(path), "alice", "--key", str(tmp_path / "keys/bob_public.der"))
+    assert again.exit_code == 2 and "--replace" in again.stderr
+    assert path.read_text() == before
+
+
+def test_check_reports_incomplete_manifest(cli: Any, tmp_path: Path) -> None:
+    cli("session", "new", "empty", "--dir", str(tmp_path))
+    done = cli("session", "check", str(tmp_path / "empty.yaml"))
+    assert done.exit_code == 3
+    assert "at least two parties" in done.stderr and "at least one computation" in done.stderr
+
+
+def test_session_commands_as_real_processes(mpc: Runner, tmp_path: Path) -> None:
+    assert mpc("keygen", "a").returncode == 0
+    assert mpc("keygen", "b").returncode == 0
+    assert mpc("session", "new", "s1").returncode == 0
+    for p in ("a", "b"):
+        assert mpc("session", "add-party", "sessions/s1.yaml", p, "--key", f"{p}_public.der").returncode == 0
+        assert mpc("session", "add-input", "sessions/s1.yaml", f"{p}.t", "--column", "x:integer").returncode == 0
+    done = mpc(
+        "session",
+        "add-computation",
+        "sessions/s1.yaml",
+        "total",
+        "--template",
+        "aggregate",
+        "--input",
+        "a.t",
+        "--input",
+        "b.t",
+        "--aggregate",
+        "total=sum:x",
+        "--reader",
+        "a",
+    )
+    assert done.returncode == 0, done.stderr
+    hashed = mpc("session", "hash", "sessions/s1.yaml")
+    assert hashed.returncode == 0
+    assert hashed.stdout.strip() == manifest.load(tmp_path / "sessions/s1.yaml").hash
+    bad = mpc("session", "check", "sessions/missing.yaml")
+    assert bad.returncode == 3 and "no such file" in bad.stderr and "Traceback" not in bad.stderr

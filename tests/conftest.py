@@ -1,0 +1,65 @@
+"""Shared fixtures: real keys and real manifests, no mocks."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from oblv_mpc import keys
+
+
+@pytest.fixture(scope="session")
+def party_keys() -> dict[str, keys.PrivateKey]:
+    """One Ed25519 identity key per party name used in tests."""
+    return {name: keys.generate() for name in ("alice", "bob", "carol", "mallory")}
+
+
+def salary_document(
+    party_keys: dict[str, keys.PrivateKey], parties: tuple[str, ...] = ("alice", "bob", "carol")
+) -> dict[str, Any]:
+    """A complete, valid three-party manifest as raw data (what YAML parses into)."""
+    return {
+        "version": 1,
+        "session": "salaries",
+        "description": "average salary per level",
+        "parties": {
+            p: {"public_key": keys.to_base64(party_keys[p].public_key()), "roles": ["contributor", "reader"]}
+            for p in parties
+        },
+        "inputs": {
+            f"{p}.employees": {
+                "columns": {"id": "text", "level": "text", "salary": "float"},
+                "key": ["id"],
+                "max_rows": 1000,
+                "max_bytes": 1_000_000,
+            }
+            for p in parties
+        },
+        "computations": {
+            "average_salary": {
+                "template": "aggregate",
+                "params": {
+                    "inputs": [f"{p}.employees" for p in parties],
+                    "group_by": ["level"],
+                    "aggregates": {"average_salary": {"avg": "salary"}},
+                },
+                "readers": list(parties),
+                "min_group_size": 2,
+            },
+            "common_ids": {
+                "template": "psi_cardinality",
+                "params": {"inputs": [f"{p}.employees" for p in parties], "column": "id"},
+                "readers": [parties[0]],
+            },
+        },
+    }
+
+
+@pytest.fixture
+def salary_doc(party_keys: dict[str, keys.PrivateKey]) -> Callable[[], dict[str, Any]]:
+    """A factory for fresh copies of :func:`salary_document`."""
+    base = salary_document(party_keys)
+    return lambda: copy.deepcopy(base)
