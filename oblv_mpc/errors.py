@@ -100,6 +100,7 @@ class AttestationError(MpcError):
 
     def __init__(self, check: str, message: str, *, hint: str | None = None) -> None:
         self.check = check
+        self.detail = message
         super().__init__(f"[{check}] {message}", hint=hint)
 
 

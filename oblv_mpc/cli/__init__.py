@@ -14,6 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from oblv_mpc import __version__
+from oblv_mpc.cli import attestation as attestation_cli
 from oblv_mpc.cli import demo as demo_cli
 from oblv_mpc.cli import keys as keys_cli
 from oblv_mpc.cli import session as session_cli
@@ -59,6 +60,7 @@ def _root(
 
 keys_cli.register(app)
 demo_cli.register(app)
+attestation_cli.register(app)
 app.add_typer(session_cli.app, name="session")
 
 

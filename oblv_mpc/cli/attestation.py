@@ -1,0 +1,193 @@
+"""``mpc attestation ...``, ``mpc pcrs import`` and ``mpc enclave measure``."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from oblv_mpc.attestation import DevelopmentCA, document_time, load_pcr_file, measure, parse, verify, write_pcr_file
+from oblv_mpc.attestation.pcrs import from_nitro_cli
+from oblv_mpc.attestation.simulator import default_ca_dir
+from oblv_mpc.attestation.verify import CHECK_OF_FAILURE, CHECKS, Check
+from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.errors import AttestationError, UsageError
+
+attestation_app = typer.Typer(help="Inspect and verify Nitro attestation documents.", no_args_is_help=True)
+pcrs_app = typer.Typer(help="PCR files: the measurements a party accepts.", no_args_is_help=True)
+enclave_app = typer.Typer(help="The enclave service: measure it, serve it.", no_args_is_help=True)
+
+ALLOW_DEBUG_HELP = "Accept a debug-mode enclave (PCR0-2 all zero), whose memory the host can read. Development only."
+
+
+def _read_document(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def warn_debug_allowed() -> None:
+    """The loud line every command prints when debug enclaves are allowed."""
+    warn(
+        "debug enclaves are ALLOWED (--allow-debug-enclave or allow_debug in the PCR file): "
+        "their memory is readable by the host"
+    )
+
+
+@attestation_app.command("show")
+def show(
+    document: Path = typer.Argument(..., help="An attestation document (raw CBOR bytes)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the fields as JSON."),
+) -> None:
+    """Decode and print every field of a document. UNVERIFIED: this checks only its structure."""
+    parsed = parse(_read_document(document))
+    fields: dict[str, Any] = {
+        "module_id": parsed.module_id,
+        "digest": parsed.digest,
+        "timestamp": dt.datetime.fromtimestamp(parsed.timestamp_ms / 1000, dt.UTC).isoformat(),
+        "pcrs": {str(i): v.hex() for i, v in sorted(parsed.pcrs.items())},
+        "certificate_sha256": hashlib.sha256(parsed.certificate).hexdigest(),
+        "cabundle": len(parsed.cabundle),
+        "public_key": parsed.public_key.hex() if parsed.public_key else None,
+        "user_data": parsed.user_data.hex() if parsed.user_data is not None else None,
+        "nonce": parsed.nonce.hex() if parsed.nonce is not None else None,
+        "tagged": parsed.tagged,
+    }
+    err.print("[bold yellow]UNVERIFIED[/]: decoded only; run `mpc attestation verify` to check it")
+    if as_json:
+        print_json(fields)
+        return
+    table = Table(show_header=False, box=None)
+    for key, value in fields.items():
+        if key == "pcrs":
+            for index, pcr in value.items():
+                table.add_row(f"PCR{index}", pcr)
+        else:
+            table.add_row(key, "null" if value is None else str(value))
+    out.print(table)
+
+
+@attestation_app.command("verify")
+def verify_command(
+    document: Path = typer.Argument(..., help="An attestation document (raw CBOR bytes)."),
+    pcr_file: Path = typer.Option(..., "--pcr-file", help="The PCR file: accepted measurements and trusted root."),
+    at: str | None = typer.Option(None, "--at", help="Validate at this ISO 8601 time instead of now."),
+    at_document_time: bool = typer.Option(
+        False, "--at-document-time", help="Validate at the document's own timestamp."
+    ),
+    nonce: str | None = typer.Option(None, "--nonce", help="The nonce (hex) the document must carry."),
+    allow_debug_enclave: bool = typer.Option(False, "--allow-debug-enclave", help=ALLOW_DEBUG_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
+) -> None:
+    """Verify a document: structure, chain to the pinned root, signature, PCRs, nonce. Exit 0 only if all pass."""
+    raw = _read_document(document)
+    policy = load_pcr_file(pcr_file, allow_debug_override=allow_debug_enclave)
+    if policy.allow_debug:
+        warn_debug_allowed()
+    if at and at_document_time:
+        raise UsageError("give --at or --at-document-time, not both")
+    when = _parse_time(at) if at else (document_time(raw) if at_document_time else None)
+    expected_nonce = _parse_hex(nonce, "--nonce") if nonce else None
+    report: list[Check] = []
+    failure: AttestationError | None = None
+    try:
+        verified = verify(raw, policy=policy, now=when, nonce=expected_nonce, report=report)
+    except AttestationError as exc:
+        failure = exc
+    done = {c.name for c in report}
+    rows: list[dict[str, Any]] = [{"check": c.name, "ok": True, "detail": c.detail} for c in report]
+    if failure is not None:
+        slot = CHECK_OF_FAILURE.get(failure.check, failure.check)
+        rows.append({"check": slot, "ok": False, "detail": failure.detail})
+        rows += [{"check": name, "ok": None, "detail": "not checked"} for name in CHECKS if name not in done | {slot}]
+    if as_json:
+        print_json({"verified": failure is None, "checks": rows})
+    else:
+        table = Table(show_header=False, box=None)
+        for row in rows:
+            mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[row["ok"]]
+            table.add_row(mark, row["check"], row["detail"])
+        out.print(table)
+    if failure is not None:
+        raise failure
+    if verified.debug:
+        warn("this is a DEBUG enclave: its memory is readable by the host")
+    if verified.development:
+        warn("development enclave: the document chains to a simulator's root, not to AWS's")
+
+
+def _parse_time(text: str) -> dt.datetime:
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--at {text!r}: expected an ISO 8601 time, e.g. 2023-01-18T13:07:19Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _parse_hex(text: str, flag: str) -> bytes:
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise UsageError(f"{flag}: expected hex digits") from None
+
+
+@pcrs_app.command("import")
+def pcrs_import(
+    source: Path = typer.Argument(..., help="JSON printed by `nitro-cli build-enclave` or `nitro-cli describe-eif`."),
+    output: Path = typer.Option(Path("pcrs.yaml"), "--out", "-o", help="The PCR file to write."),
+    name: str = typer.Option("", "--name", help="A name for this set of measurements."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing PCR file."),
+) -> None:
+    """Turn nitro-cli's measurements (PCR0-2, SHA-384) into a PCR file."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: cannot read ({type(exc).__name__})") from None
+    policy = from_nitro_cli(text, source=str(source), name=name)
+    if output.exists() and not force:
+        raise UsageError(f"{output} already exists", hint="pass --force to replace it, or --out another file")
+    write_pcr_file(policy, output, description=f"imported from {source.name}")
+    for index, value in sorted(policy.accepted[0].values.items()):
+        out.print(f"PCR{index} {value.hex()}")
+    err.print(f"wrote {output}")
+
+
+@enclave_app.command("measure")
+def enclave_measure(
+    output: Path = typer.Option(Path("dev-pcrs.yaml"), "--out", "-o", help="The development PCR file to write."),
+    ca_dir: Path | None = typer.Option(
+        None, "--ca-dir", help="The development CA's folder (default $MPC_HOME/dev-ca)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
+) -> None:
+    """Measure the local enclave app (simulated PCR0-2) and write a development PCR file pinning its root."""
+    measurements = measure()
+    ca = DevelopmentCA.load_or_create(ca_dir or default_ca_dir())
+    policy = ca.policy(measurements)
+    write_pcr_file(policy, output, description="local simulated enclave (development only)")
+    data = {
+        "pcr0": measurements.pcr0.hex(),
+        "pcr1": measurements.pcr1.hex(),
+        "pcr2": measurements.pcr2.hex(),
+        "files_measured": measurements.files,
+        "development_root_sha256": ca.root_sha256,
+        "pcr_file": str(output),
+    }
+    if as_json:
+        print_json(data)
+    else:
+        for key in ("pcr0", "pcr1", "pcr2"):
+            out.print(f"{key.upper()} {data[key]}")
+    err.print(f"wrote {output} (development root {ca.root_sha256[:16]}..., {measurements.files} files measured)")
+    warn("development enclave: these measurements come from the simulator, not from Nitro hardware")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(attestation_app, name="attestation")
+    app.add_typer(pcrs_app, name="pcrs")
+    app.add_typer(enclave_app, name="enclave")
