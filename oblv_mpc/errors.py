@@ -142,6 +142,7 @@ class EnclaveRefused(MpcError):
 
     def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
         self.code = code
+        self.reason = message
         super().__init__(f"{message} ({code})", hint=hint)
 
 

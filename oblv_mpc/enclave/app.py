@@ -1,0 +1,154 @@
+"""The FastAPI enclave app: ``create_app(manifest, attestor, settings)``.
+
+Routes (OpenAPI at ``/docs``):
+
+- ``GET /v1/info``: session id, manifest hash, instance, suite. Plain, unauthenticated, advisory.
+- ``GET /v1/attestation?nonce=HEX``: a fresh attestation document and the keys it binds.
+- ``POST /v1/{upload,status,compute,result,transcript}``: a sealed, signed request in, a sealed,
+  signed response out (``application/octet-stream``). A request that cannot be opened gets a
+  plain JSON error (400), a request from no party 403, and every other answer, refusals
+  included, is sealed to the requester.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from oblv_mpc import __version__
+from oblv_mpc.attestation import Attestor
+from oblv_mpc.enclave.service import OPERATIONS, EnclaveService
+from oblv_mpc.enclave.settings import EnclaveSettings
+from oblv_mpc.manifest import Manifest
+
+KEY_HEADER = "X-Mpc-Enclave-Key"
+SEALED = "application/octet-stream"
+
+
+def _service(request: Request) -> EnclaveService:
+    service: EnclaveService = request.app.state.enclave
+    return service
+
+
+Service = Annotated[EnclaveService, Depends(_service)]
+
+info_router = APIRouter(prefix="/v1", tags=["attestation"])
+sealed_router = APIRouter(prefix="/v1", tags=["sealed"])
+
+
+@info_router.get("/info", summary="What this enclave serves (advisory, unauthenticated)")
+def info(service: Service) -> dict[str, Any]:
+    return {
+        "session": service.manifest.session,
+        "manifest_sha256": service.manifest.hash,
+        "instance": service.instance.hex(),
+        "suite": service.settings.suite.value,
+        "key_id": service.key_id,
+        "development": service.attestor.development,
+        "version": __version__,
+    }
+
+
+@info_router.get("/attestation", summary="A fresh attestation document binding the caller's nonce")
+def attestation(
+    service: Service,
+    nonce: Annotated[str, Query(description="The caller's fresh random nonce, hex (16 to 64 bytes).")],
+) -> dict[str, Any]:
+    try:
+        raw = bytes.fromhex(nonce)
+    except ValueError:
+        raise HTTPException(400, detail={"code": "bad_nonce", "message": "nonce must be hex"}) from None
+    settings = service.settings
+    if not settings.min_nonce_bytes <= len(raw) <= settings.max_nonce_bytes:
+        message = f"nonce must be {settings.min_nonce_bytes} to {settings.max_nonce_bytes} bytes"
+        raise HTTPException(400, detail={"code": "bad_nonce", "message": message})
+    answer = service.attestation(raw)
+    return {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in answer.items()}
+
+
+async def _read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise HTTPException(413, detail={"code": "too_large", "message": f"a sealed request is at most {limit} bytes"})
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(
+                413, detail={"code": "too_large", "message": f"a sealed request is at most {limit} bytes"}
+            )
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _sealed_route(op: str) -> Any:
+    async def handler(request: Request, service: Service) -> Response:
+        presented = request.headers.get(KEY_HEADER)
+        if presented is not None and presented != service.key_id:
+            return JSONResponse(
+                {
+                    "code": "enclave_restarted",
+                    "message": "this request is sealed to another enclave key: the enclave restarted, "
+                    "and its state (every upload) is gone",
+                },
+                status_code=409,
+            )
+        envelope = await _read_limited(request, service.settings.max_envelope_bytes)
+        reply = await run_in_threadpool(service.handle, op, envelope)
+        if isinstance(reply.content, dict):
+            return JSONResponse(reply.content, status_code=reply.status)
+        return Response(reply.content, status_code=reply.status, media_type=SEALED)
+
+    handler.__name__ = f"sealed_{op}"
+    return handler
+
+
+_SEALED_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {SEALED: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "HPKE-sealed, party-signed request envelope (docs/protocol.md)",
+    },
+    "responses": {"200": {"content": {SEALED: {"schema": {"type": "string", "format": "binary"}}}}},
+}
+_SUMMARIES = {
+    "upload": "One chunk of a table upload; the final chunk returns a signed receipt",
+    "status": "Which inputs are in, which computations are ready or done",
+    "compute": "Run a computation whose inputs are all present (its readers may ask)",
+    "result": "A computation's signed result, for its readers only",
+    "transcript": "The hash-chained event log with the enclave's signed head",
+}
+for _op in OPERATIONS:
+    sealed_router.add_api_route(
+        f"/{_op}",
+        _sealed_route(_op),
+        methods=["POST"],
+        summary=_SUMMARIES[_op],
+        response_class=Response,
+        openapi_extra=_SEALED_OPENAPI,
+    )
+
+
+def create_app(
+    manifest: Manifest,
+    attestor: Attestor,
+    settings: EnclaveSettings | None = None,
+    *,
+    service: EnclaveService | None = None,
+) -> FastAPI:
+    """The enclave app for one session. Builds nothing at import time."""
+    app = FastAPI(
+        title="oblv_mpc enclave",
+        version=__version__,
+        description="Multiparty computation brokered by an attested enclave. Every request other than "
+        "the attestation is sealed to the enclave and signed by a party.",
+    )
+    app.state.enclave = service or EnclaveService(manifest, attestor, settings)
+    app.include_router(info_router)
+    app.include_router(sealed_router)
+    return app

@@ -1,0 +1,308 @@
+"""The session state machine: inputs, uploads in progress, computations, results, transcript.
+
+All state is in memory. Operations are serialized by one lock (DuckDB and the state change
+together). Every method takes an authenticated party name (the envelope's signature was
+checked before) and raises :class:`EnclaveRefused`, :class:`InputDataError` or
+:class:`NotReady` to refuse; nothing from a refused upload is kept.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from oblv_mpc import keys
+from oblv_mpc.enclave.engine import Engine
+from oblv_mpc.enclave.settings import EnclaveSettings
+from oblv_mpc.errors import EnclaveRefused, InputDataError, NotReady
+from oblv_mpc.manifest import InputTable, Manifest, Role
+from oblv_mpc.protocol.envelope import sign_statement
+from oblv_mpc.protocol.transcript import GENESIS, Event, make_event
+from oblv_mpc.tables import CsvIngest
+
+Clock = Callable[[], dt.datetime]
+
+
+@dataclass
+class _Upload:
+    party: str
+    table: InputTable
+    upload_id: bytes
+    ingest: CsvIngest
+    next_index: int
+    last_ms: int
+
+
+@dataclass(frozen=True)
+class InputRecord:
+    """A table that is in: who sent it, how many rows, the SHA-256 of the bytes sent."""
+
+    party: str
+    table: str
+    rows: int
+    size: int
+    sha256: str
+    upload_id: bytes
+    time_ms: int
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """A computation that ran: its signed result statement."""
+
+    signed: dict[str, bytes]
+    rows: int
+    suppressed_groups: int
+
+
+class Session:
+    """One session's state inside the enclave."""
+
+    def __init__(
+        self,
+        manifest: Manifest,
+        signing: keys.PrivateKey,
+        instance: bytes,
+        settings: EnclaveSettings,
+        clock: Clock,
+    ) -> None:
+        self.manifest = manifest
+        self.engine = Engine(manifest)
+        self._signing = signing
+        self.instance = instance
+        self.settings = settings
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._uploads: dict[bytes, _Upload] = {}
+        self._used_upload_ids: set[bytes] = set()
+        self.inputs: dict[str, InputRecord] = {}
+        self.results: dict[str, ResultRecord] = {}
+        self.frozen: set[str] = set()
+        self.events: list[Event] = []
+        self._record("start", {"session": manifest.session, "manifest": manifest.hash, "instance": instance.hex()})
+
+    # -- helpers -----------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
+    def _record(self, kind: str, data: dict[str, Any]) -> None:
+        prev = self.events[-1].hash if self.events else GENESIS
+        self.events.append(make_event(len(self.events), prev, self.now_ms(), kind, data))
+
+    def _statement(self, kind: str, **fields: Any) -> dict[str, bytes]:
+        base = {
+            "kind": kind,
+            "session": self.manifest.session,
+            "manifest": self.manifest.hash,
+            "instance": self.instance.hex(),
+            "time": self.now_ms(),
+        }
+        return sign_statement(self._signing, {**base, **fields})
+
+    def record_refusal(self, party: str | None, op: str, code: str) -> None:
+        """Refusals go into the transcript too (without the refused content)."""
+        with self._lock:
+            self._record("refusal", {"party": party, "op": op, "code": code})
+
+    def _purge_idle_uploads(self, now_ms: int) -> None:
+        limit = self.settings.upload_idle_timeout_s * 1000
+        for upload in list(self._uploads.values()):
+            if now_ms - upload.last_ms > limit:
+                self._abort(upload, "idle")
+
+    def _abort(self, upload: _Upload, reason: str) -> None:
+        self._uploads.pop(upload.upload_id, None)
+        self.engine.discard(upload.table, upload.upload_id)
+        self._record("upload_aborted", {"party": upload.party, "table": upload.table.qualified, "reason": reason})
+
+    # -- operations --------------------------------------------------------------------------
+
+    def upload(self, party: str, body: Any) -> dict[str, Any]:
+        """Take one chunk of an upload; the final chunk commits the table and yields a receipt."""
+        if not isinstance(body, dict):
+            raise EnclaveRefused("bad_request", "upload body must be a map")
+        upload_id, table_name, index = body.get("upload"), body.get("table"), body.get("index")
+        final, data = body.get("final"), body.get("data")
+        if (
+            not isinstance(upload_id, bytes)
+            or len(upload_id) != 16
+            or not isinstance(table_name, str)
+            or isinstance(index, bool)
+            or not isinstance(index, int)
+            or not isinstance(final, bool)
+            or not isinstance(data, bytes)
+        ):
+            raise EnclaveRefused("bad_request", "upload chunk needs upload (16 bytes), table, index, final and data")
+        if len(data) > self.settings.max_chunk_bytes:
+            raise EnclaveRefused("too_large", f"chunk of {len(data)} bytes exceeds {self.settings.max_chunk_bytes}")
+        with self._lock:
+            now = self.now_ms()
+            self._purge_idle_uploads(now)
+            table = self.manifest.inputs.get(table_name)
+            if table is None:
+                raise EnclaveRefused("unknown_table", f"{table_name!r} is not an input of this session")
+            if table.party != party or not self.manifest.parties[party].has(Role.CONTRIBUTOR):
+                raise EnclaveRefused(
+                    "forbidden", f"party {party!r} may not upload {table_name} (it is {table.party}'s)"
+                )
+            if table_name in self.frozen:
+                raise EnclaveRefused("frozen", f"{table_name} is frozen: a computation has already used it")
+            upload = self._uploads.get(upload_id)
+            if index == 0:
+                if upload is not None or upload_id in self._used_upload_ids:
+                    if upload is not None:
+                        self._abort(upload, "first chunk repeated")
+                    raise EnclaveRefused(
+                        "upload_sequence", "chunk 0 repeated: upload id already used; upload discarded"
+                    )
+                for other in [u for u in self._uploads.values() if u.table.qualified == table_name]:
+                    self._abort(other, "superseded by a new upload")
+                self._used_upload_ids.add(upload_id)
+                upload = _Upload(party, table, upload_id, self.engine.ingest(table, upload_id), 0, now)
+                self._uploads[upload_id] = upload
+            elif upload is None:
+                raise EnclaveRefused("upload_sequence", f"chunk {index} of an upload that is not in progress")
+            if upload.party != party or upload.table.qualified != table_name:
+                raise EnclaveRefused("upload_sequence", "chunk does not belong to this upload")
+            if index != upload.next_index:
+                self._abort(upload, f"chunk {index} arrived, expected {upload.next_index}")
+                raise EnclaveRefused(
+                    "upload_sequence",
+                    f"chunk {index} arrived, expected {upload.next_index}: a chunk was dropped, repeated or "
+                    "reordered; the upload is discarded",
+                )
+            try:
+                upload.ingest.feed(data)
+                upload.next_index += 1
+                upload.last_ms = now
+                if not final:
+                    return {"received": index}
+                summary = upload.ingest.finish()
+            except InputDataError:
+                self._abort(upload, "invalid data")
+                raise
+            claimed_sha256, claimed_bytes = body.get("sha256"), body.get("bytes")
+            if claimed_sha256 != summary.sha256 or claimed_bytes != summary.size:
+                self._abort(upload, "content does not match the client's digest")
+                raise EnclaveRefused(
+                    "upload_sequence", "the data received does not match the digest the client sent; upload discarded"
+                )
+            self._uploads.pop(upload_id, None)
+            self.engine.commit(table, upload_id)
+            record = InputRecord(party, table_name, summary.rows, summary.size, summary.sha256, upload_id, now)
+            replaced = table_name in self.inputs
+            self.inputs[table_name] = record
+            self._record(
+                "upload",
+                {
+                    "party": party,
+                    "table": table_name,
+                    "rows": summary.rows,
+                    "sha256": summary.sha256,
+                    "replaced": replaced,
+                },
+            )
+            receipt = self._statement(
+                "receipt",
+                party=party,
+                table=table_name,
+                rows=summary.rows,
+                bytes=summary.size,
+                sha256=summary.sha256,
+                upload=upload_id.hex(),
+            )
+            return {"receipt": receipt}
+
+    def _missing(self, name: str) -> list[str]:
+        return [t for t in self.manifest.computations[name].inputs if t not in self.inputs]
+
+    def status(self, party: str) -> dict[str, Any]:
+        """Who has submitted what; what can be computed; what this party may read."""
+        with self._lock:
+            inputs = {}
+            for name, table in self.manifest.inputs.items():
+                record = self.inputs.get(name)
+                inputs[name] = {
+                    "party": table.party,
+                    "submitted": record is not None,
+                    "rows": record.rows if record else None,
+                    "sha256": record.sha256 if record else None,
+                    "frozen": name in self.frozen,
+                }
+            computations = {}
+            for name, computation in self.manifest.computations.items():
+                missing = self._missing(name)
+                state = "done" if name in self.results else ("ready" if not missing else "waiting")
+                computations[name] = {
+                    "state": state,
+                    "missing": missing,
+                    "readers": list(computation.readers),
+                    "you_may_read": party in computation.readers,
+                }
+            return {
+                "session": self.manifest.session,
+                "instance": self.instance.hex(),
+                "inputs": inputs,
+                "computations": computations,
+            }
+
+    def _check_reader(self, party: str, name: str) -> None:
+        computation = self.manifest.computations.get(name)
+        if computation is None:
+            raise EnclaveRefused("unknown_computation", f"{name!r} is not a computation of this session")
+        if party not in computation.readers:
+            raise EnclaveRefused("forbidden", f"party {party!r} is not a reader of {name}")
+
+    def _run(self, name: str) -> ResultRecord:
+        if name in self.results:
+            return self.results[name]
+        missing = self._missing(name)
+        if missing:
+            raise NotReady(f"{name} is waiting for {', '.join(missing)}", hint="try again when every input is in")
+        computation = self.manifest.computations[name]
+        output = self.engine.run(computation)
+        inputs = {t: self.inputs[t].sha256 for t in computation.inputs}
+        self.frozen.update(computation.inputs)
+        signed = self._statement(
+            "result",
+            computation=name,
+            columns=[list(c) for c in output.columns],
+            rows=output.rows,
+            suppressed_groups=output.suppressed_groups,
+            rules={"min_group_size": computation.min_group_size},
+            inputs=inputs,
+        )
+        record = ResultRecord(signed, len(output.rows), output.suppressed_groups)
+        self.results[name] = record
+        self._record(
+            "run", {"computation": name, "inputs": inputs, "rows": record.rows, "suppressed": output.suppressed_groups}
+        )
+        return record
+
+    def compute(self, party: str, body: Any) -> dict[str, Any]:
+        """Run a computation now (a reader of it may ask); idempotent once it ran."""
+        name = body.get("computation") if isinstance(body, dict) else None
+        with self._lock:
+            self._check_reader(party, str(name))
+            record = self._run(str(name))
+            return {"computation": name, "rows": record.rows, "suppressed_groups": record.suppressed_groups}
+
+    def result(self, party: str, body: Any) -> dict[str, Any]:
+        """A computation's signed result, for its readers only (runs it on first fetch)."""
+        name = body.get("computation") if isinstance(body, dict) else None
+        with self._lock:
+            self._check_reader(party, str(name))
+            record = self._run(str(name))
+            self._record("release", {"computation": name, "party": party})
+            return {"result": record.signed}
+
+    def transcript(self, party: str) -> dict[str, Any]:
+        """Every event so far, and the signed head."""
+        with self._lock:
+            head = self.events[-1].hash
+            signed = self._statement("transcript", seq=len(self.events), head=head)
+            return {"events": [e.encoded for e in self.events], "head": signed}
