@@ -17,7 +17,8 @@ import binascii
 import datetime as dt
 import hashlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -38,7 +39,7 @@ from oblv_mpc.errors import (
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.protocol.binding import EnclaveBinding, sha256
 from oblv_mpc.protocol.envelope import Context, open_response, seal_request, verify_statement
-from oblv_mpc.protocol.hpke import SuiteName
+from oblv_mpc.protocol.hpke import KeyPair, SuiteName
 from oblv_mpc.protocol.transcript import Event, verify_chain
 
 KEY_HEADER = "X-Mpc-Enclave-Key"
@@ -91,6 +92,27 @@ class Result:
     inputs: dict[str, str]
     statement: dict[str, Any]
     signed: dict[str, bytes]
+
+
+@dataclass(frozen=True)
+class _Sealed:
+    op: str
+    envelope: bytes
+    reply: KeyPair
+    request_id: bytes
+
+
+def _ahead(items: Iterator[_Sealed]) -> Iterator[_Sealed]:
+    """Produce the next item in a worker thread while the caller uses the current one.
+
+    Sealing a chunk (reading, hashing, signing, encrypting) then overlaps with sending the
+    previous one and the enclave's work on it. At most one item waits, so memory stays flat.
+    """
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending = worker.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = worker.submit(next, items, None)
+            yield item
 
 
 def _b64(answer: dict[str, Any], field: str) -> bytes:
@@ -203,12 +225,21 @@ class EnclaveClient:
 
     # -- sealed calls ------------------------------------------------------------------------
 
-    def _call(self, op: str, body: Any) -> Any:
+    def _seal(self, op: str, body: Any) -> _Sealed:
         connection = self.connection or self.connect()
         time_ms = int(self._clock().timestamp() * 1000)
         envelope, reply, request_id = seal_request(
             connection.context, op, self.party.name, self._identity, body, time_ms=time_ms
         )
+        return _Sealed(op, envelope, reply, request_id)
+
+    def _call(self, op: str, body: Any) -> Any:
+        return self._send(self._seal(op, body))
+
+    def _send(self, sealed: _Sealed) -> Any:
+        connection = self.connection
+        assert connection is not None
+        op, envelope, reply, request_id = sealed.op, sealed.envelope, sealed.reply, sealed.request_id
         response = self._http(
             "POST",
             f"/v1/{op}",
@@ -239,18 +270,21 @@ class EnclaveClient:
             if qualified not in self.manifest.inputs:
                 raise EnclaveRefused("unknown_table", f"{table!r} is not an input of session {self.manifest.session}")
             table = qualified
+        self.connection or self.connect()
         handle = source.open("rb") if isinstance(source, Path) else source
-        try:
-            upload_id = os.urandom(16)
-            digest = hashlib.sha256()
-            total = 0
-            index = 0
+        upload_id = os.urandom(16)
+        digest = hashlib.sha256()
+        sizes: list[int] = []
+
+        def envelopes() -> Iterator[_Sealed]:
+            """Read, hash, seal and sign each chunk in order (run one chunk ahead of sending)."""
             current = handle.read(self.chunk_bytes)
+            index = 0
             while True:
                 following = handle.read(self.chunk_bytes) if current else b""
                 final = not following
                 digest.update(current)
-                total += len(current)
+                sizes.append(len(current))
                 body: dict[str, Any] = {
                     "upload": upload_id,
                     "table": table,
@@ -259,16 +293,22 @@ class EnclaveClient:
                     "data": current,
                 }
                 if final:
-                    body["sha256"], body["bytes"] = digest.hexdigest(), total
-                answer = self._call("upload", body)
-                if progress:
-                    progress(len(current))
+                    body["sha256"], body["bytes"] = digest.hexdigest(), sum(sizes)
+                yield self._seal("upload", body)
                 if final:
-                    break
+                    return
                 current, index = following, index + 1
+
+        answer: Any = None
+        try:
+            for index, sealed in enumerate(_ahead(envelopes())):
+                answer = self._send(sealed)
+                if progress:
+                    progress(sizes[index])
         finally:
             if isinstance(source, Path):
                 handle.close()
+        total = sum(sizes)
         assert self.connection is not None
         if not isinstance(answer, dict):
             raise ProtocolError("the upload answer has no receipt")

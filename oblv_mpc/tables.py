@@ -5,47 +5,51 @@ clear errors, nothing uploaded), and in the enclave as the authoritative check w
 arrive. Both see identical rules, so a file the client accepts is one the enclave accepts.
 
 How a stream is read: bytes arrive in pieces of any size; each is cut at the last line break
-outside a quoted field (the rest waits for the next piece), parsed by pyarrow's CSV reader with
-every column as text, then checked by DuckDB with strict per-type patterns and casts, and (in
-the enclave) appended to a staging table. Memory stays bounded by the piece size. DuckDB never
-reads a file: data reaches it through ``register()``, so the engine keeps external access
-disabled.
+outside a quoted field (the rest waits for the next piece) and converted to typed columns by
+Apache Arrow's CSV reader (C++). In the enclave the typed pieces are kept as they are, and
+DuckDB scans them in place through ``register()``: it never reads a file, so the engine keeps
+external access disabled. Working memory per piece is bounded by the piece size.
 
-Rules: UTF-8; a header naming exactly the declared columns (any order); an empty field is NULL;
-``integer`` is ``[+-]digits`` within 64 bits; ``float`` a finite decimal or exponent number;
-``boolean`` one of true/false/1/0 (any case); ``date`` ``YYYY-MM-DD``; ``timestamp``
-``YYYY-MM-DD[ T]HH:MM[:SS[.fraction]][Z]`` (UTC). Key columns are non-null and unique. At
-least one row; at most the table's ``max_rows`` rows and ``max_bytes`` bytes. Line numbers in
-errors count the header as line 1 and assume no line breaks inside quoted fields.
+Rules (Arrow's CSV conversions): UTF-8; a header naming exactly the declared columns (any
+order); an empty field is NULL; ``integer`` a 64-bit integer (``-12``; Arrow also takes hex such
+as ``0x1f``); ``float`` a finite number (``1.5``, ``-2e3``; not ``nan`` or ``inf``); ``boolean``
+``true``/``false``/``1``/``0`` (also ``True``, ``TRUE``...); ``date`` ``YYYY-MM-DD``;
+``timestamp`` ``YYYY-MM-DD[ T]HH:MM[:SS[.fraction]]`` without a zone (UTC by convention). Key
+columns are non-null and unique. At least one row; at most the table's ``max_rows`` rows and
+``max_bytes`` bytes. Line numbers in errors count the header as line 1 and assume no line
+breaks inside quoted fields.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from oblv_mpc.errors import InputDataError
 from oblv_mpc.manifest import ColumnType, InputTable
 from oblv_mpc.manifest.templates import quote
 
-MAX_REPORTED_ERRORS = 5
 READ_BLOCK = 4 * 1024 * 1024
 
-# A value must match its pattern AND cast, so DuckDB's lenient casts ('1.5' -> 2) never apply.
-_PATTERNS = {
-    ColumnType.INTEGER: r"[+-]?[0-9]+",
-    ColumnType.FLOAT: r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?",
-    ColumnType.BOOLEAN: r"(?i)(true|false|1|0)",
-    ColumnType.DATE: r"[0-9]{4}-[0-9]{2}-[0-9]{2}",
-    ColumnType.TIMESTAMP: r"[0-9]{4}-[0-9]{2}-[0-9]{2}([ T][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?)?Z?",
+# Column types as the CSV reader converts them (Apache Arrow's parsers, in C++).
+_ARROW_TYPES = {
+    ColumnType.TEXT: pa.string(),
+    ColumnType.INTEGER: pa.int64(),
+    ColumnType.FLOAT: pa.float64(),
+    ColumnType.BOOLEAN: pa.bool_(),
+    ColumnType.DATE: pa.date32(),
+    ColumnType.TIMESTAMP: pa.timestamp("us"),
 }
-_ROW = "_row"
+# The reader's conversion error: "In CSV column #1: CSV conversion error to double: invalid value 'abc'"
+_CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: [^']*'(.*)'$", re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -73,19 +77,11 @@ def _split_point(buffer: bytes) -> int:
 class CsvIngest:
     """Check (and, given a connection, load) one table's CSV bytes fed in pieces of any size."""
 
-    def __init__(
-        self,
-        table: InputTable,
-        connection: duckdb.DuckDBPyConnection | None = None,
-        *,
-        target: str | None = None,
-    ) -> None:
+    def __init__(self, table: InputTable, connection: duckdb.DuckDBPyConnection, *, keep: bool) -> None:
         self.table = table
-        self._own_connection = connection is None
-        self.connection = connection or duckdb.connect(
-            ":memory:", config={"enable_external_access": False, "lock_configuration": True}
-        )
-        self.target = target  # a quoted table name to append to, or None to validate only
+        self.connection = connection  # used only to check key uniqueness
+        self.keep = keep  # keep every column (the enclave), or only the key columns (a check)
+        self._pieces: list[pa.Table] = []
         self._carry = b""
         self._header: list[str] | None = None
         self._line = 1  # lines consumed so far (the header is line 1)
@@ -93,9 +89,6 @@ class CsvIngest:
         self._bytes = 0
         self._hash = hashlib.sha256()
         self._finished = False
-        if target is not None:
-            columns = ", ".join(f"{quote(c.name)} {c.type.sql}" for c in table.columns)
-            self.connection.execute(f"CREATE TABLE {target} ({columns})")
 
     def _fail(self, message: str) -> InputDataError:
         return InputDataError(
@@ -129,13 +122,15 @@ class CsvIngest:
             raise self._fail("the file is empty: expected a header line and at least one row")
         if self._rows == 0:
             raise self._fail("no rows: the file has a header but no data")
-        if self.target is not None and self.table.key:
+        if self.table.key:
             self._check_unique_key()
         return IngestSummary(self._rows, self._bytes, self._hash.hexdigest())
 
-    def close(self) -> None:
-        if self._own_connection:
-            self.connection.close()
+    def table_data(self) -> pa.Table:
+        """The whole table, typed, in the manifest's column order (``keep=True`` only)."""
+        assert self.keep and self._finished
+        schema = pa.schema([(c.name, _ARROW_TYPES[c.type]) for c in self.table.columns])
+        return pa.concat_tables(self._pieces) if self._pieces else schema.empty_table()
 
     def _process(self, block: bytes) -> None:
         try:
@@ -150,31 +145,72 @@ class CsvIngest:
         lines = block.count(b"\n")
         if not lines:
             return
-        names = self._header
-        assert names is not None
         try:
-            parsed = pacsv.read_csv(
-                io.BytesIO(block),
-                read_options=pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, len(block) + 1)),
-                parse_options=pacsv.ParseOptions(newlines_in_values=True),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=dict.fromkeys(names, pa.string()),
-                    strings_can_be_null=True,
-                    null_values=[""],
-                    quoted_strings_can_be_null=True,
-                ),
-            )
+            parsed = self._read(block, typed=True)
         except pa.ArrowInvalid as exc:
-            detail = str(exc).removeprefix("CSV parse error: ")
-            raise self._fail(f"after line {self._line}: {detail}") from None
-        first_line = self._line + 1
+            raise self._locate(block, exc) from None
         count = parsed.num_rows
         if self._rows + count > self.table.max_rows:
             raise self._fail(f"more than the manifest's max_rows ({self.table.max_rows:,} rows)")
-        parsed = parsed.append_column(_ROW, pa.array(range(first_line, first_line + count), pa.int64()))
-        self._check_types(parsed)
+        self._check_values(parsed)
+        kept = [c.name for c in self.table.columns] if self.keep else list(self.table.key)
+        if kept:
+            self._pieces.append(parsed.select(kept))
         self._rows += count
         self._line += lines
+
+    def _read(self, block: bytes, *, typed: bool) -> pa.Table:
+        names = self._header
+        assert names is not None
+        types = {c.name: _ARROW_TYPES[c.type] if typed else pa.string() for c in self.table.columns}
+        return pacsv.read_csv(
+            io.BytesIO(block),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, len(block) + 1)),
+            parse_options=pacsv.ParseOptions(newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                strings_can_be_null=True,
+                null_values=[""],
+                quoted_strings_can_be_null=True,
+                true_values=["true", "True", "TRUE", "1"],
+                false_values=["false", "False", "FALSE", "0"],
+            ),
+        )
+
+    def _locate(self, block: bytes, error: pa.ArrowInvalid) -> InputDataError:
+        """Turn the CSV reader's error into one that names the line and column."""
+        message = str(error)
+        match = _CONVERSION_ERROR.search(message)
+        if match is None:
+            return self._fail(f"after line {self._line}: {message.removeprefix('CSV parse error: ')}")
+        names = self._header
+        assert names is not None
+        column, value = names[int(match.group(1))], match.group(2)
+        try:
+            index = pc.index(self._read(block, typed=False).column(column), value).as_py()
+        except pa.ArrowInvalid:
+            index = -1
+        where = f"line {self._line + 1 + index}" if index >= 0 else f"after line {self._line}"
+        declared = self.table.column(column)
+        assert declared is not None
+        shown = value if len(value) <= 40 else value[:37] + "..."
+        return self._fail(f"{where}, column {column}: expected {declared.type.value}, found {shown!r}")
+
+    def _check_values(self, batch: pa.Table) -> None:
+        first_line = self._line + 1
+        for column in self.table.columns:
+            values = batch.column(column.name)
+            if column.type is ColumnType.FLOAT:
+                finite = pc.fill_null(pc.is_finite(values), True)
+                if not pc.all(finite).as_py():
+                    index = pc.index(finite, False).as_py()
+                    found = values[index].as_py()
+                    raise self._fail(
+                        f"line {first_line + index}, column {column.name}: expected a finite float, found {found}"
+                    )
+            if column.name in self.table.key and values.null_count:
+                index = pc.index(pc.is_null(values), True).as_py()
+                raise self._fail(f"line {first_line + index}, column {column.name}: a key column may not be empty")
 
     def _take_header(self, line: bytes) -> None:
         text = line.decode("utf-8").rstrip("\r\n")
@@ -193,58 +229,15 @@ class CsvIngest:
             raise self._fail(f"line 1 (header): {'; '.join(parts)}; expected exactly {', '.join(declared)}")
         self._header = names
 
-    def _check_types(self, batch: pa.Table) -> None:
-        con = self.connection
-        con.register("_piece", batch)
-        try:
-            checks = []
-            for column in self.table.columns:
-                name = quote(column.name)
-                conditions = []
-                if column.type in _PATTERNS:
-                    pattern = _PATTERNS[column.type].replace("'", "''")
-                    value = f"trim({name})"
-                    conditions.append(
-                        f"NOT regexp_full_match({value}, '{pattern}') OR TRY_CAST({value} AS {column.type.sql}) IS NULL"
-                    )
-                    if column.type is ColumnType.FLOAT:
-                        conditions.append(f"NOT isfinite(TRY_CAST(trim({name}) AS DOUBLE))")
-                if conditions:
-                    checks.append(
-                        f"SELECT {_ROW}, '{column.name}' AS col, {name} AS val FROM _piece "
-                        f"WHERE {name} IS NOT NULL AND ({' OR '.join(conditions)})"
-                    )
-                if column.name in self.table.key:
-                    checks.append(
-                        f"SELECT {_ROW}, '{column.name}' AS col, NULL AS val FROM _piece WHERE {name} IS NULL"
-                    )
-            if checks:
-                query = " UNION ALL ".join(checks) + f" ORDER BY 1 LIMIT {MAX_REPORTED_ERRORS}"
-                bad = con.execute(query).fetchall()
-                if bad:
-                    raise self._fail("; ".join(self._describe(row, col, val) for row, col, val in bad))
-            if self.target is not None:
-                casts = ", ".join(
-                    f"CAST(trim({quote(c.name)}) AS {c.type.sql})" if c.type is not ColumnType.TEXT else quote(c.name)
-                    for c in self.table.columns
-                )
-                con.execute(f"INSERT INTO {self.target} SELECT {casts} FROM _piece")
-        finally:
-            con.unregister("_piece")
-
-    def _describe(self, line: int, column: str, value: str | None) -> str:
-        declared = self.table.column(column)
-        assert declared is not None
-        if value is None:
-            return f"line {line}, column {column}: a key column may not be empty"
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return f"line {line}, column {column}: expected {declared.type.value}, found {shown!r}"
-
     def _check_unique_key(self) -> None:
         keys = ", ".join(quote(k) for k in self.table.key)
-        duplicate = self.connection.execute(
-            f"SELECT {keys}, count(*) FROM {self.target} GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
-        ).fetchall()
+        self.connection.register("_keys", pa.concat_tables(self._pieces).select(list(self.table.key)))
+        try:
+            duplicate = self.connection.execute(
+                f"SELECT {keys}, count(*) FROM _keys GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
+            ).fetchall()
+        finally:
+            self.connection.unregister("_keys")
         if duplicate:
             shown = ", ".join(repr(v) for v in duplicate[0][:-1])
             raise self._fail(
@@ -255,7 +248,7 @@ class CsvIngest:
 def validate_file(path: Path, table: InputTable, *, block: int = READ_BLOCK) -> IngestSummary:
     """Check a whole file against ``table``'s schema without keeping it (the client's check)."""
     connection = duckdb.connect(":memory:", config={"enable_external_access": False, "lock_configuration": True})
-    ingest = CsvIngest(table, connection, target='"_check"')
+    ingest = CsvIngest(table, connection, keep=False)
     try:
         with path.open("rb") as handle:
             while piece := handle.read(block):

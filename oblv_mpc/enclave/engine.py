@@ -1,8 +1,9 @@
 """The compute engine: one in-memory DuckDB per session, external access off, config locked.
 
 Each party's tables live in a schema named after the party (``alice.customers``), which is how
-the manifest's SQL names them. Uploads load into a staging table in the party's schema and are
-renamed into place only once complete and valid; a failed upload's table is dropped.
+the manifest's SQL names them: a view over the typed Arrow data of the party's last complete,
+valid upload, which DuckDB scans in place. An upload in progress, or a failed one, is never
+visible to SQL.
 """
 
 from __future__ import annotations
@@ -53,32 +54,23 @@ class Engine:
         for party in manifest.parties:
             self.connection.execute(f"CREATE SCHEMA {quote(party)}")
 
-    @staticmethod
-    def staging_name(table: InputTable, upload_id: bytes) -> str:
-        return f"{quote(table.party)}.{quote('_upload_' + upload_id.hex())}"
+    def ingest(self, table: InputTable) -> CsvIngest:
+        """A streaming checker that keeps the typed data of one upload."""
+        return CsvIngest(table, self.connection, keep=True)
 
-    def ingest(self, table: InputTable, upload_id: bytes) -> CsvIngest:
-        """A streaming loader into a fresh staging table for this upload."""
-        return CsvIngest(table, self.connection, target=self.staging_name(table, upload_id))
-
-    def commit(self, table: InputTable, upload_id: bytes) -> None:
-        """Put a completed upload in place of the table (replacing an earlier upload)."""
-        self.connection.execute(f"DROP TABLE IF EXISTS {quote(table.party)}.{quote(table.table)}")
-        staging = self.staging_name(table, upload_id)
-        self.connection.execute(f"ALTER TABLE {staging} RENAME TO {quote(table.table)}")
-
-    def discard(self, table: InputTable, upload_id: bytes) -> None:
-        self.connection.execute(f"DROP TABLE IF EXISTS {self.staging_name(table, upload_id)}")
+    def commit(self, table: InputTable, ingest: CsvIngest) -> None:
+        """Make a completed upload the party's table (replacing an earlier upload)."""
+        data_name = f"_data_{table.party}_{table.table}"
+        self.connection.register(data_name, ingest.table_data())
+        self.connection.execute(
+            f"CREATE OR REPLACE VIEW {quote(table.party)}.{quote(table.table)} AS SELECT * FROM {quote(data_name)}"
+        )
 
     def run(self, computation: Computation) -> Output:
         """Run the computation's exact SQL, then apply its release rules."""
-        cursor = self.connection.cursor()
-        try:
-            relation = cursor.execute(computation.sql)
-            description = relation.description or []
-            rows = [[_plain(v) for v in row] for row in relation.fetchall()]
-        finally:
-            cursor.close()
+        relation = self.connection.execute(computation.sql)
+        description = relation.description or []
+        rows = [[_plain(v) for v in row] for row in relation.fetchall()]
         columns = [(str(d[0]), str(d[1])) for d in description]
         suppressed = 0
         if computation.min_group_size is not None:

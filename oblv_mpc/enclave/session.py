@@ -115,8 +115,7 @@ class Session:
                 self._abort(upload, "idle")
 
     def _abort(self, upload: _Upload, reason: str) -> None:
-        self._uploads.pop(upload.upload_id, None)
-        self.engine.discard(upload.table, upload.upload_id)
+        self._uploads.pop(upload.upload_id, None)  # its data goes with it
         self._record("upload_aborted", {"party": upload.party, "table": upload.table.qualified, "reason": reason})
 
     # -- operations --------------------------------------------------------------------------
@@ -162,7 +161,7 @@ class Session:
                 for other in [u for u in self._uploads.values() if u.table.qualified == table_name]:
                     self._abort(other, "superseded by a new upload")
                 self._used_upload_ids.add(upload_id)
-                upload = _Upload(party, table, upload_id, self.engine.ingest(table, upload_id), 0, now)
+                upload = _Upload(party, table, upload_id, self.engine.ingest(table), 0, now)
                 self._uploads[upload_id] = upload
             elif upload is None:
                 raise EnclaveRefused("upload_sequence", f"chunk {index} of an upload that is not in progress")
@@ -192,7 +191,7 @@ class Session:
                     "upload_sequence", "the data received does not match the digest the client sent; upload discarded"
                 )
             self._uploads.pop(upload_id, None)
-            self.engine.commit(table, upload_id)
+            self.engine.commit(table, upload.ingest)
             record = InputRecord(party, table_name, summary.rows, summary.size, summary.sha256, upload_id, now)
             replaced = table_name in self.inputs
             self.inputs[table_name] = record
