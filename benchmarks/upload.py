@@ -104,6 +104,10 @@ def serve(manifest_path: Path, ca_dir: Path, port: int) -> None:
     """The server process: the real enclave app plus a benchmark-only plaintext sink."""
     import uvicorn
 
+    from oblv_mpc.runtime import pin_mmap_threshold
+
+    pin_mmap_threshold()  # as `mpc enclave serve` does
+
     from oblv_mpc import manifest
     from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure
     from oblv_mpc.enclave import create_app
@@ -143,6 +147,9 @@ def serve(manifest_path: Path, ca_dir: Path, port: int) -> None:
 
 def client(mode: str, url: str, data: Path, manifest_path: Path, key: Path, ca_dir: Path) -> None:
     """A client process: time one upload, report it and this process's peak memory as JSON."""
+    from oblv_mpc.runtime import pin_mmap_threshold
+
+    pin_mmap_threshold()  # as the mpc command does
     from oblv_mpc import keys, manifest
     from oblv_mpc.attestation import DevelopmentCA, measure
     from oblv_mpc.client import EnclaveClient

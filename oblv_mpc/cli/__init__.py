@@ -20,6 +20,7 @@ from oblv_mpc.cli import keys as keys_cli
 from oblv_mpc.cli import session as session_cli
 from oblv_mpc.cli._console import err
 from oblv_mpc.errors import MpcError
+from oblv_mpc.runtime import pin_mmap_threshold
 
 
 class _ErrorBoundary(TyperGroup):
@@ -66,4 +67,5 @@ app.add_typer(session_cli.app, name="session")
 
 def main() -> None:
     """Console-script entry point."""
+    pin_mmap_threshold()
     app(prog_name="mpc")
