@@ -1,7 +1,10 @@
-"""``mpc demo``: the whole flow on this machine, narrated step by step.
+"""``mpc demo``: a whole session on this machine, narrated step by step.
 
-It makes a key per party, writes and validates the session manifest, and generates each party's
-table. Each step prints what it did; the demo says plainly where the project stops today.
+In a temporary folder: a key per party, the session manifest, each party's generated table;
+the enclave app with the simulated NSM on a free loopback port, reached through a relay that
+records every byte (the operator's view); each party verifies the attestation, submits its
+table sealed, and fetches the results it may read; one party is refused a result it may not
+read; finally the operator's recording is searched for the parties' rows.
 """
 
 from __future__ import annotations
@@ -15,8 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from oblv_mpc import keys, manifest
+from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure, write_pcr_file
+from oblv_mpc.client import EnclaveClient, Result
+from oblv_mpc.enclave import create_app
+from oblv_mpc.enclave.server import ServerThread
+from oblv_mpc.errors import EnclaveRefused
 from oblv_mpc.manifest import Manifest
+from oblv_mpc.relay import RecordingRelay
 
 PARTY_NAMES = ("alice", "bob", "carol")
 LEVELS = ("junior", "mid", "senior", "staff")
@@ -65,7 +76,7 @@ def _document(public_keys: dict[str, str], parties: tuple[str, ...], rows: int) 
                 "description": "How many employee ids appear at every party (people on several payrolls).",
                 "template": "psi_cardinality",
                 "params": {"inputs": [f"{p}.employees" for p in parties], "column": "employee_id"},
-                "readers": list(parties),
+                "readers": [parties[0]],
             },
         },
     }
@@ -108,17 +119,95 @@ def prepare(folder: Path, party_count: int, rows: int, say: Callable[[str], None
     return DemoSetup(folder, parties, key_files, data_files, manifest_path, loaded)
 
 
-def run(party_count: int, rows: int, keep: Path | None, say: Callable[[str], None]) -> DemoSetup:
+@dataclass(frozen=True)
+class DemoOutcome:
+    """What the demo showed, for its caller and its tests."""
+
+    setup: DemoSetup
+    results: dict[str, dict[str, Result]]
+    refused: str
+    wire_bytes: int
+    values_checked: int
+    values_on_wire: int
+
+
+def _secrets(files: dict[str, Path]) -> set[bytes]:
+    found: set[bytes] = set()
+    for path in files.values():
+        for line in path.read_bytes().splitlines()[1:]:
+            found.add(line)
+            found.update(field for field in line.split(b",") if len(field) >= 6)
+    return found
+
+
+def run_session(setup: DemoSetup, say: Callable[[str], None], show: Callable[[str, Result], None]) -> DemoOutcome:
+    """Serve the enclave and play every party's part against it, over real HTTP on loopback."""
+    folder, loaded = setup.folder, setup.manifest
+    ca = DevelopmentCA.load_or_create(folder / "dev-ca")
+    measurements = measure()
+    policy = ca.policy(measurements)
+    write_pcr_file(policy, folder / "enclave-pcrs.yaml", description="demo enclave (development)")
+    app = create_app(loaded, SimulatedNsm(ca, measurements))
+    results: dict[str, dict[str, Result]] = {}
+    with ServerThread(app) as server, RecordingRelay(server.port) as relay:
+        say(f"operator: enclave running at {server.url} (simulated NSM), PCR0 {measurements.pcr0.hex()[:16]}...")
+        say(f"operator: parties reach it through {relay.url}, where every byte is recorded")
+        clients = {}
+        for party in setup.parties:
+            http = httpx.Client(base_url=relay.url, timeout=60)
+            identity = keys.load_private_key(setup.key_files[party].private)
+            clients[party] = EnclaveClient(http, loaded, identity, policy)
+            connection = clients[party].connect()
+            say(
+                f"{party}: attestation verified (chain to the pinned development root, PCR0-2 match, fresh nonce, "
+                f"manifest {loaded.hash[:12]}... bound)"
+            )
+            assert connection.attestation.development
+        for party in setup.parties:
+            receipt = clients[party].upload("employees", setup.data_files[party])
+            say(f"{party}: submitted {receipt.rows:,} rows sealed; signed receipt SHA-256 {receipt.sha256[:16]}...")
+        for party in setup.parties:
+            results[party] = {}
+            for computation in loaded.readable_by(party):
+                result = clients[party].result(computation.name)
+                results[party][computation.name] = result
+                show(party, result)
+        outsider = setup.parties[-1]
+        refused = ""
+        try:
+            clients[outsider].result("shared_employees")
+        except EnclaveRefused as exc:
+            refused = exc.reason
+            say(f"{outsider}: asked for shared_employees and was refused: {exc.reason}")
+        for client in clients.values():
+            client.http.close()
+    wire = bytes(relay.captured)
+    secrets = _secrets(setup.data_files)
+    leaked = sum(1 for value in secrets if value in wire)
+    say(
+        f"operator: recorded {len(wire):,} bytes on the wire; of {len(secrets):,} values from the parties' files, "
+        f"{leaked} appear in it"
+    )
+    return DemoOutcome(setup, results, refused, len(wire), len(secrets), leaked)
+
+
+def run(
+    party_count: int,
+    rows: int,
+    keep: Path | None,
+    say: Callable[[str], None],
+    show: Callable[[str, Result], None],
+) -> DemoOutcome:
     """Run the demo; keep its folder at ``keep`` if given, else remove it afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="mpc-demo-"))
     try:
         setup = prepare(folder, party_count, rows, say)
-        say("stop: the enclave service is not built yet, so the demo ends after the agreement and the data")
+        outcome = run_session(setup, say, show)
         if keep is not None:
             if keep.exists():
                 shutil.rmtree(keep)
             shutil.copytree(folder, keep)
-            say(f"kept everything in {keep}")
-        return setup
+            say(f"kept keys, manifest, data and PCR file in {keep}")
+        return outcome
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -192,18 +192,22 @@ class SimulatedNsm:
 
     development = True
 
-    def __init__(self, ca: DevelopmentCA, measurements: Measurements, *, clock: Clock = _utcnow) -> None:
+    def __init__(
+        self, ca: DevelopmentCA, measurements: Measurements, *, clock: Clock = _utcnow, debug: bool = False
+    ) -> None:
         self.ca = ca
         self.measurements = measurements
+        self.debug = debug  # a debug-mode enclave reports PCR0-2 as zero, as Nitro does
         self._clock = clock
         self.module_id = f"i-{secrets.token_hex(8)}-enc{secrets.token_hex(8)}"
         self._leaf: x509.Certificate | None = None
         self._leaf_key: ec.EllipticCurvePrivateKey | None = None
 
     def pcrs(self) -> dict[int, bytes]:
-        """PCR0-15 as a real NSM reports them: 0-2 measured, the others zero here."""
+        """PCR0-15 as a real NSM reports them: 0-2 measured (zero in debug mode), the others zero."""
         values = {i: bytes(48) for i in range(16)}
-        values.update(self.measurements.as_dict())
+        if not self.debug:
+            values.update(self.measurements.as_dict())
         return values
 
     def _current_leaf(self, now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:

@@ -16,7 +16,9 @@ from typer.core import TyperGroup
 from oblv_mpc import __version__
 from oblv_mpc.cli import attestation as attestation_cli
 from oblv_mpc.cli import demo as demo_cli
+from oblv_mpc.cli import enclave as enclave_cli
 from oblv_mpc.cli import keys as keys_cli
+from oblv_mpc.cli import party as party_cli
 from oblv_mpc.cli import session as session_cli
 from oblv_mpc.cli._console import err
 from oblv_mpc.errors import MpcError
@@ -62,6 +64,8 @@ def _root(
 keys_cli.register(app)
 demo_cli.register(app)
 attestation_cli.register(app)
+party_cli.register(app)
+app.add_typer(enclave_cli.app, name="enclave")
 app.add_typer(session_cli.app, name="session")
 
 

@@ -1,4 +1,4 @@
-"""``mpc attestation ...``, ``mpc pcrs import`` and ``mpc enclave measure``."""
+"""``mpc attestation ...`` and ``mpc pcrs import``."""
 
 from __future__ import annotations
 
@@ -10,16 +10,14 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from oblv_mpc.attestation import DevelopmentCA, document_time, load_pcr_file, measure, parse, verify, write_pcr_file
+from oblv_mpc.attestation import document_time, load_pcr_file, parse, verify, write_pcr_file
 from oblv_mpc.attestation.pcrs import from_nitro_cli
-from oblv_mpc.attestation.simulator import default_ca_dir
 from oblv_mpc.attestation.verify import CHECK_OF_FAILURE, CHECKS, Check
 from oblv_mpc.cli._console import err, out, print_json, warn
 from oblv_mpc.errors import AttestationError, UsageError
 
 attestation_app = typer.Typer(help="Inspect and verify Nitro attestation documents.", no_args_is_help=True)
 pcrs_app = typer.Typer(help="PCR files: the measurements a party accepts.", no_args_is_help=True)
-enclave_app = typer.Typer(help="The enclave service: measure it, serve it.", no_args_is_help=True)
 
 ALLOW_DEBUG_HELP = "Accept a debug-mode enclave (PCR0-2 all zero), whose memory the host can read. Development only."
 
@@ -157,37 +155,6 @@ def pcrs_import(
     err.print(f"wrote {output}")
 
 
-@enclave_app.command("measure")
-def enclave_measure(
-    output: Path = typer.Option(Path("dev-pcrs.yaml"), "--out", "-o", help="The development PCR file to write."),
-    ca_dir: Path | None = typer.Option(
-        None, "--ca-dir", help="The development CA's folder (default $MPC_HOME/dev-ca)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
-) -> None:
-    """Measure the local enclave app (simulated PCR0-2) and write a development PCR file pinning its root."""
-    measurements = measure()
-    ca = DevelopmentCA.load_or_create(ca_dir or default_ca_dir())
-    policy = ca.policy(measurements)
-    write_pcr_file(policy, output, description="local simulated enclave (development only)")
-    data = {
-        "pcr0": measurements.pcr0.hex(),
-        "pcr1": measurements.pcr1.hex(),
-        "pcr2": measurements.pcr2.hex(),
-        "files_measured": measurements.files,
-        "development_root_sha256": ca.root_sha256,
-        "pcr_file": str(output),
-    }
-    if as_json:
-        print_json(data)
-    else:
-        for key in ("pcr0", "pcr1", "pcr2"):
-            out.print(f"{key.upper()} {data[key]}")
-    err.print(f"wrote {output} (development root {ca.root_sha256[:16]}..., {measurements.files} files measured)")
-    warn("development enclave: these measurements come from the simulator, not from Nitro hardware")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(attestation_app, name="attestation")
     app.add_typer(pcrs_app, name="pcrs")
-    app.add_typer(enclave_app, name="enclave")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
-from oblv_mpc import demo as demo_flow
-from oblv_mpc.cli._console import err
-from oblv_mpc.errors import UsageError
+from oblv_mpc.cli._console import out
+from oblv_mpc.cli.party import preview
+from oblv_mpc.errors import MpcError, UsageError
+
+if TYPE_CHECKING:
+    from oblv_mpc.client import Result
 
 
 def demo(
@@ -21,7 +26,21 @@ def demo(
         raise UsageError(f"--parties {parties}: the demo runs with 2 or 3 parties")
     if rows < 1:
         raise UsageError("--rows must be at least 1")
-    demo_flow.run(parties, rows, keep, lambda line: err.print(f"[bold cyan]demo[/] {line}"))
+    from oblv_mpc import demo as demo_flow  # the server stack loads only for commands that need it
+
+    started = time.perf_counter()
+
+    def say(line: str) -> None:
+        out.print(f"[bold cyan]demo[/] {line}", highlight=False)
+
+    def show(party: str, result: Result) -> None:
+        out.print(f"[bold cyan]demo[/] {party} receives [bold]{result.computation}[/]:")
+        preview(result, limit=10)
+
+    outcome = demo_flow.run(parties, rows, keep, say, show)
+    if outcome.values_on_wire:
+        raise MpcError(f"{outcome.values_on_wire} plaintext values were seen on the wire: this is a bug")
+    say(f"done in {time.perf_counter() - started:.1f}s")
 
 
 def register(app: typer.Typer) -> None:

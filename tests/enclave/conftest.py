@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -22,6 +19,7 @@ from oblv_mpc import keys, manifest
 from oblv_mpc.attestation import AttestationPolicy, DevelopmentCA, Measurements, SimulatedNsm, measure
 from oblv_mpc.client import EnclaveClient
 from oblv_mpc.enclave import EnclaveSettings, create_app
+from oblv_mpc.enclave.server import ServerThread
 from oblv_mpc.manifest import Manifest
 
 PARTIES = ("alice", "bob", "carol")
@@ -153,17 +151,5 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(app: FastAPI) -> Iterator[str]:
     """Run ``app`` with uvicorn on 127.0.0.1 on a free port; yield its URL; stop it."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with ServerThread(app) as server:
+        yield server.url

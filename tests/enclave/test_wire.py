@@ -9,8 +9,8 @@ import httpx
 
 from oblv_mpc import keys
 from oblv_mpc.attestation import DevelopmentCA, Measurements
+from oblv_mpc.relay import RecordingRelay
 from tests.enclave.conftest import PARTIES, make_world, serve
-from tests.relay import RecordingRelay
 
 
 def test_the_operator_sees_only_ciphertext(

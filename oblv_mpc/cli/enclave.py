@@ -1,0 +1,92 @@
+"""``mpc enclave serve`` and ``mpc enclave measure``: the local (simulated) enclave."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+
+from oblv_mpc import manifest
+from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure, write_pcr_file
+from oblv_mpc.attestation.simulator import default_ca_dir
+from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.protocol.hpke import SuiteName
+
+app = typer.Typer(help="The enclave service: measure it, serve it.", no_args_is_help=True)
+
+_CA_DIR_HELP = "The development CA's folder (default $MPC_HOME/dev-ca, i.e. ~/.mpc/dev-ca)."
+
+
+@app.command("measure")
+def measure_command(
+    output: Path = typer.Option(Path("dev-pcrs.yaml"), "--out", "-o", help="The development PCR file to write."),
+    ca_dir: Path | None = typer.Option(None, "--ca-dir", help=_CA_DIR_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the measurements as JSON."),
+) -> None:
+    """Measure the local enclave app (simulated PCR0-2) and write a development PCR file pinning its root."""
+    measurements = measure()
+    ca = DevelopmentCA.load_or_create(ca_dir or default_ca_dir())
+    write_pcr_file(ca.policy(measurements), output, description="local simulated enclave (development only)")
+    data = {
+        "pcr0": measurements.pcr0.hex(),
+        "pcr1": measurements.pcr1.hex(),
+        "pcr2": measurements.pcr2.hex(),
+        "files_measured": measurements.files,
+        "development_root_sha256": ca.root_sha256,
+        "pcr_file": str(output),
+    }
+    if as_json:
+        print_json(data)
+    else:
+        for key in ("pcr0", "pcr1", "pcr2"):
+            out.print(f"{key.upper()} {data[key]}")
+    err.print(f"wrote {output} (development root {ca.root_sha256[:16]}..., {measurements.files} files measured)")
+    warn("development enclave: these measurements come from the simulator, not from Nitro hardware")
+
+
+@app.command("serve")
+def serve(
+    manifest_path: Path = typer.Option(..., "--manifest", help="The session manifest every party agreed to."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    pcr_out: Path = typer.Option(
+        Path("enclave-pcrs.yaml"), "--pcr-out", help="Where to write the development PCR file."
+    ),
+    ca_dir: Path | None = typer.Option(None, "--ca-dir", help=_CA_DIR_HELP),
+    suite: SuiteName = typer.Option(SuiteName.X25519, "--suite", help="HPKE suite for requests."),
+    debug_mode: bool = typer.Option(
+        False, "--debug-mode", help="Simulate a debug-mode enclave (PCR0-2 all zero), which clients must refuse."
+    ),
+) -> None:
+    """Run the bundled enclave app with the simulated NSM, and print what each party needs to connect."""
+    from oblv_mpc.enclave import EnclaveSettings, create_app  # the server stack loads only here
+    from oblv_mpc.enclave.server import listen, serve_forever, url_of
+    from oblv_mpc.runtime import pin_mmap_threshold
+
+    pin_mmap_threshold()
+    loaded = manifest.load(manifest_path)
+    measurements = measure()
+    ca = DevelopmentCA.load_or_create(ca_dir or default_ca_dir())
+    write_pcr_file(ca.policy(measurements), pcr_out, description=f"local simulated enclave for {loaded.session}")
+    attestor = SimulatedNsm(ca, measurements, debug=debug_mode)
+    application = create_app(loaded, attestor, EnclaveSettings(suite=suite))
+    sock = listen(host, port)
+    url = url_of(sock)
+    out.print(f"[bold]session[/]       {loaded.session}")
+    out.print(f"[bold]manifest hash[/] {loaded.hash}")
+    for index, value in sorted(measurements.as_dict().items()):
+        out.print(f"[bold]PCR{index}[/]          {value.hex()}")
+    out.print(f"[bold]PCR file[/]      {pcr_out} (development root {ca.root_sha256[:16]}...)")
+    out.print("each party connects with:")
+    for party in loaded.parties:
+        command = ["mpc", "connect", "--url", url, "--pcr-file", str(pcr_out.resolve()), "--manifest",
+                   str(manifest_path.resolve()), "--key", f"{party}_private.der", "--party", party]  # fmt: skip
+        out.print("  " + shlex.join(command), soft_wrap=True, markup=False)
+    warn("development enclave: simulated NSM, no hardware isolation; for trying mpc on one machine")
+    if debug_mode:
+        warn("DEBUG MODE: PCR0-2 are all zero; clients refuse this enclave unless they allow debug enclaves")
+    out.print(f"ready: listening on {url} (Ctrl-C to stop)", markup=False)
+    out.file.flush()
+    serve_forever(application, sock)
+    err.print("enclave stopped; its state (every upload and result) is gone")

@@ -1,0 +1,334 @@
+"""What a party types: ``mpc connect``, ``submit``, ``status``, ``compute``, ``fetch``, ``transcript``."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from oblv_mpc import keys, manifest, profile
+from oblv_mpc.attestation import AttestationPolicy, load_pcr_file, policy_from_flags
+from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.cli._secrets import load_private_key
+from oblv_mpc.cli.attestation import ALLOW_DEBUG_HELP, warn_debug_allowed
+from oblv_mpc.client import Connection, EnclaveClient, Result
+from oblv_mpc.errors import KeyFileError, UsageError
+from oblv_mpc.manifest import Role
+
+_PROFILE = typer.Option(profile.DEFAULT_DIR, "--profile", help="The connection profile's folder.")
+_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+
+
+def _announce(connection: Connection) -> None:
+    """The lines every command prints about the enclave it talks to."""
+    verified = connection.attestation
+    if verified.debug:
+        warn("DEBUG enclave: its memory is readable by the host")
+    if verified.development:
+        warn("development enclave (simulated NSM, no hardware isolation)")
+
+
+@contextlib.contextmanager
+def _session(profile_dir: Path) -> Iterator[tuple[EnclaveClient, profile.Profile]]:
+    saved = profile.Profile.load(profile_dir)
+    if saved.allow_debug:
+        warn_debug_allowed()
+    identity = load_private_key(Path(saved.private_key))
+    with httpx.Client(base_url=saved.url, timeout=_TIMEOUT) as http:
+        client, connection = profile.reconnect(saved, http, identity)
+        _announce(connection)
+        yield client, saved
+
+
+def connect(
+    url: str = typer.Option(..., "--url", help="The enclave's URL, e.g. http://127.0.0.1:8000."),
+    manifest_path: Path = typer.Option(..., "--manifest", help="The session manifest you agreed to."),
+    key: Path | None = typer.Option(None, "--key", "--private-key", help="Your private key file (NAME_private.der)."),
+    public_key: Path | None = typer.Option(None, "--public-key", help="Your public key file, checked against --key."),
+    pcr_file: Path | None = typer.Option(None, "--pcr-file", help="The PCR file: the measurements you accept."),
+    pcr0: str | None = typer.Option(None, "--pcr0", help="Accepted PCR0 (hex), instead of --pcr-file."),
+    pcr1: str | None = typer.Option(None, "--pcr1", help="Accepted PCR1 (hex), instead of --pcr-file."),
+    pcr2: str | None = typer.Option(None, "--pcr2", help="Accepted PCR2 (hex), instead of --pcr-file."),
+    party: str | None = typer.Option(None, "--party", help="Your party name (checked against your key)."),
+    allow_debug_enclave: bool = typer.Option(False, "--allow-debug-enclave", help=ALLOW_DEBUG_HELP),
+    profile_dir: Path = _PROFILE,
+    as_json: bool = _JSON,
+) -> None:
+    """Verify the enclave's attestation and this session, and save a profile for the commands below."""
+    if key is None:
+        raise UsageError("--key is required: your private key file", hint="e.g. --key alice_private.der")
+    flags = (pcr0, pcr1, pcr2)
+    if pcr_file is not None and any(flags):
+        raise UsageError("give --pcr-file or --pcr0/--pcr1/--pcr2, not both")
+    policy: AttestationPolicy
+    if pcr_file is not None:
+        policy = load_pcr_file(pcr_file, allow_debug_override=allow_debug_enclave)
+    elif all(flags):
+        policy = policy_from_flags(*flags, allow_debug=allow_debug_enclave)  # type: ignore[arg-type]
+    else:
+        raise UsageError(
+            "no PCR policy: an enclave is only trusted against measurements you expect",
+            hint="pass --pcr-file F (from the image's builder, or `mpc pcrs import`), or all of --pcr0 --pcr1 --pcr2",
+        )
+    if policy.allow_debug:
+        warn_debug_allowed()
+    loaded = manifest.load(manifest_path)
+    identity = load_private_key(key)
+    if public_key is not None and keys.fingerprint(keys.load_public_key(public_key)) != keys.fingerprint(
+        identity.public_key()
+    ):
+        raise KeyFileError(f"{public_key} is not the public half of {key}")
+    with httpx.Client(base_url=url, timeout=_TIMEOUT) as http:
+        client = EnclaveClient(http, loaded, identity, policy, party=party)
+        connection = client.connect()
+    _announce(connection)
+    saved = profile.Profile(
+        url=url,
+        manifest=str(manifest_path.resolve()),
+        manifest_sha256=loaded.hash,
+        party=client.party.name,
+        private_key=str(key.resolve()),
+        instance=connection.instance.hex(),
+        key_id=connection.key_id,
+        development=connection.attestation.development,
+        allow_debug=policy.allow_debug,
+        connected_at=profile.now_iso(),
+        pcr_file=str(pcr_file.resolve()) if pcr_file else None,
+        pcrs={f"pcr{i}": v for i, v in enumerate(flags)} if pcr_file is None else None,  # type: ignore[misc]
+    )
+    path = saved.save(profile_dir)
+    me = client.party
+    summary: dict[str, Any] = {
+        "enclave": url,
+        "mode": "development (simulated)" if connection.attestation.development else "production (AWS Nitro)",
+        "module_id": connection.attestation.module_id,
+        "pcrs": {f"pcr{i}": connection.attestation.pcrs[i].hex() for i in (0, 1, 2)},
+        "measurements": connection.attestation.matched.label,
+        "session": loaded.session,
+        "manifest_sha256": loaded.hash,
+        "party": me.name,
+        "roles": sorted(r.value for r in me.roles),
+        "may_submit": [t.qualified for t in loaded.inputs_of(me.name)] if me.has(Role.CONTRIBUTOR) else [],
+        "may_read": [c.name for c in loaded.readable_by(me.name)],
+        "profile": str(path),
+    }
+    if as_json:
+        print_json(summary)
+        return
+    out.print("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
+    table = Table(show_header=False, box=None)
+    for label, value in summary.items():
+        if label == "pcrs":
+            for name, pcr in value.items():
+                table.add_row(name.upper(), pcr)
+            continue
+        table.add_row(label.replace("_", " "), ", ".join(value) if isinstance(value, list) else str(value))
+    out.print(table)
+
+
+def _receipt_file(profile_dir: Path, table: str) -> Path:
+    folder = profile_dir / "receipts"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"{table}.json"
+
+
+def submit(
+    file: Path = typer.Argument(..., help="The CSV file to submit."),
+    table: str = typer.Option(..., "--table", help="Which of your tables it is (e.g. employees)."),
+    profile_dir: Path = _PROFILE,
+    as_json: bool = _JSON,
+) -> None:
+    """Check the file against the manifest's schema here, then upload it sealed, and save the signed receipt."""
+    from oblv_mpc.tables import validate_file  # Arrow and DuckDB load only for this command
+
+    saved = profile.Profile.load(profile_dir)
+    loaded = manifest.load(Path(saved.manifest))
+    qualified = table if "." in table else f"{saved.party}.{table}"
+    declared = loaded.inputs.get(qualified)
+    if declared is None or declared.party != saved.party:
+        mine = ", ".join(t.table for t in loaded.inputs_of(saved.party)) or "none"
+        raise UsageError(f"{table!r} is not one of your tables in {loaded.session} (yours: {mine})")
+    err.print(f"checking {file} against {qualified}'s schema (nothing is sent yet)")
+    summary = validate_file(file, declared)
+    err.print(f"[green]✓[/] {summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...")
+    with _session(profile_dir) as (client, _), _progress() as progress:
+        task = progress.add_task(f"uploading {file.name}", total=summary.size)
+        receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
+    assert client.connection is not None
+    record = {
+        "receipt": {k: v for k, v in receipt.statement.items()},
+        "signed": {k: base64.b64encode(v).decode() for k, v in receipt.signed.items()},
+        "attestation_document": base64.b64encode(client.connection.document).decode(),
+        "enclave_signing_key": base64.b64encode(client.connection.signing_der).decode(),
+    }
+    path = _receipt_file(profile_dir, qualified)
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    if as_json:
+        print_json(record["receipt"])
+        return
+    out.print(f"[green]✓[/] {qualified}: {receipt.rows:,} rows accepted, SHA-256 {receipt.sha256}")
+    err.print(f"signed receipt saved in {path}")
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
+    )
+
+
+def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
+    """Who has submitted what, and which computations are waiting, ready or done."""
+    with _session(profile_dir) as (client, _):
+        answer = client.status()
+    if as_json:
+        print_json(answer)
+        return
+    inputs = Table(title=f"inputs of {answer['session']}", title_justify="left")
+    for heading in ("table", "party", "state", "rows", "SHA-256"):
+        inputs.add_column(heading)
+    for name, entry in sorted(answer["inputs"].items()):
+        state = ("[green]submitted[/]" if entry["submitted"] else "[yellow]missing[/]") + (
+            " (frozen)" if entry["frozen"] else ""
+        )
+        rows = f"{entry['rows']:,}" if entry["rows"] is not None else "-"
+        inputs.add_row(name, entry["party"], state, rows, (entry["sha256"] or "-")[:16])
+    out.print(inputs)
+    computations = Table(title="computations", title_justify="left")
+    for heading in ("computation", "state", "waiting for", "readers", "you may read"):
+        computations.add_column(heading)
+    for name, entry in sorted(answer["computations"].items()):
+        computations.add_row(
+            name,
+            entry["state"],
+            ", ".join(entry["missing"]) or "-",
+            ", ".join(entry["readers"]),
+            "yes" if entry["you_may_read"] else "no",
+        )
+    out.print(computations)
+
+
+def compute(
+    name: str = typer.Argument(..., help="The computation to run."),
+    profile_dir: Path = _PROFILE,
+    as_json: bool = _JSON,
+) -> None:
+    """Ask the enclave to run a computation now (its readers may); it runs only on complete input."""
+    with _session(profile_dir) as (client, _):
+        answer = client.compute(name)
+    if as_json:
+        print_json(answer)
+        return
+    out.print(f"[green]✓[/] {name} ran: {answer['rows']} rows, {answer['suppressed_groups']} groups suppressed")
+
+
+def _write_result(result: Result, path: Path, fmt: str) -> None:
+    names = [c[0] for c in result.columns]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        if fmt == "csv":
+            writer = csv.writer(handle)
+            writer.writerow(names)
+            writer.writerows(result.rows)
+        else:
+            json.dump([dict(zip(names, row, strict=True)) for row in result.rows], handle, indent=2)
+
+
+def fetch(
+    name: str = typer.Argument(..., help="The computation whose result to fetch."),
+    output: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file."),
+    fmt: str = typer.Option("csv", "--format", help="csv or json, for --out."),
+    profile_dir: Path = _PROFILE,
+    as_json: bool = _JSON,
+) -> None:
+    """Fetch a result you may read: decrypted here, its enclave signature checked, shown and saved."""
+    if fmt not in ("csv", "json"):
+        raise UsageError(f"--format {fmt!r}: expected csv or json")
+    with _session(profile_dir) as (client, _):
+        result = client.result(name)
+    if output is not None:
+        _write_result(result, output, fmt)
+        err.print(f"wrote {output}")
+    if as_json:
+        names = [c[0] for c in result.columns]
+        print_json(
+            {
+                "computation": name,
+                "columns": [list(c) for c in result.columns],
+                "rows": [dict(zip(names, row, strict=True)) for row in result.rows],
+                "suppressed_groups": result.suppressed_groups,
+                "rules": result.rules,
+                "inputs": result.inputs,
+            }
+        )
+        return
+    preview(result)
+
+
+def preview(result: Result, limit: int = 20) -> None:
+    """A result as a table: the first rows, and what the release rules suppressed."""
+    table = Table(
+        title=result.computation, title_justify="left", caption="signed by the enclave", caption_justify="left"
+    )
+    for column, kind in result.columns:
+        table.add_column(
+            f"{column}\n[dim]{kind.lower()}[/]", justify="right" if kind in ("DOUBLE", "BIGINT", "HUGEINT") else "left"
+        )
+    for row in result.rows[:limit]:
+        table.add_row(*[_cell(v) for v in row])
+    out.print(table)
+    if len(result.rows) > limit:
+        out.print(f"[dim]... {len(result.rows) - limit:,} more rows (use --out FILE)[/]")
+    if result.suppressed_groups:
+        rule = result.rules.get("min_group_size")
+        out.print(f"{result.suppressed_groups} group(s) with fewer than {rule} rows were suppressed")
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in sorted(value.items())) + "}"
+    text = str(value)
+    return text if len(text) <= 20 else text[:12] + "..."
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    return "" if value is None else str(value)
+
+
+def transcript(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
+    """The session's event log: every link of the hash chain and the enclave's signature verified."""
+    with _session(profile_dir) as (client, _):
+        events = client.transcript()
+    if as_json:
+        print_json(
+            [{"seq": e.seq, "time": e.time_ms, "kind": e.kind, "data": e.data, "hash": e.hash.hex()} for e in events]
+        )
+        return
+    table = Table(title=f"transcript ({len(events)} events, chain verified)", title_justify="left")
+    for heading in ("#", "event", "details", "hash"):
+        table.add_column(heading)
+    for e in events:
+        details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(e.data.items()) if v is not None)
+        table.add_row(str(e.seq), e.kind, details, e.hash.hex()[:12])
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    for command in (connect, submit, status, compute, fetch, transcript):
+        app.command(command.__name__)(command)

@@ -1,0 +1,110 @@
+"""Connection profiles: what ``mpc connect`` verified, so later commands need no flags.
+
+A profile is ``.mpc/profile.yaml`` in the working directory (or ``--profile DIR``). It holds
+paths and public facts only, never a secret: the enclave URL, the manifest's path and hash, the
+party, the path of its private key, the PCR policy (a PCR file's path, or PCR0-2 given as
+flags), and what was verified about the enclave (its instance, key id, measurements). Every
+later command re-attests with a fresh nonce and refuses if the instance, the keys or the
+manifest changed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from oblv_mpc import keys, manifest
+from oblv_mpc.attestation import AttestationPolicy, load_pcr_file, policy_from_flags
+from oblv_mpc.client import Connection, EnclaveClient
+from oblv_mpc.errors import EnclaveRefused, UsageError
+
+PROFILE_VERSION = 1
+DEFAULT_DIR = Path(".mpc")
+FILE_NAME = "profile.yaml"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A saved connection."""
+
+    url: str
+    manifest: str
+    manifest_sha256: str
+    party: str
+    private_key: str
+    instance: str
+    key_id: str
+    development: bool
+    allow_debug: bool
+    connected_at: str
+    pcr_file: str | None = None
+    pcrs: dict[str, str] | None = None
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / FILE_NAME
+        data = {"version": PROFILE_VERSION, **{k: v for k, v in asdict(self).items() if v is not None}}
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: Path) -> Profile:
+        path = directory / FILE_NAME
+        try:
+            data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(
+                f"no connection profile at {path}",
+                hint="run `mpc connect --url URL --pcr-file F --manifest M --key KEY` first (or pass --profile DIR)",
+            ) from None
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(
+                f"{path}: unreadable profile ({type(exc).__name__})", hint="run `mpc connect` again"
+            ) from None
+        if not isinstance(data, dict) or data.pop("version", None) != PROFILE_VERSION:
+            raise UsageError(f"{path}: not a profile of this version", hint="run `mpc connect` again")
+        try:
+            return cls(**data)
+        except TypeError:
+            raise UsageError(f"{path}: malformed profile", hint="run `mpc connect` again") from None
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def policy_of(profile: Profile) -> AttestationPolicy:
+    """The PCR policy a profile names: its PCR file, or the PCR0-2 given to ``mpc connect``."""
+    if profile.pcr_file:
+        return load_pcr_file(Path(profile.pcr_file), allow_debug_override=profile.allow_debug)
+    if profile.pcrs:
+        return policy_from_flags(
+            profile.pcrs["pcr0"], profile.pcrs["pcr1"], profile.pcrs["pcr2"], allow_debug=profile.allow_debug
+        )
+    raise UsageError("the profile names no PCR policy", hint="run `mpc connect` again with --pcr-file")
+
+
+def reconnect(profile: Profile, http: httpx.Client, identity: keys.PrivateKey) -> tuple[EnclaveClient, Connection]:
+    """Re-attest with a fresh nonce; refuse if the manifest, the enclave or its keys changed."""
+    loaded = manifest.load(Path(profile.manifest))
+    if loaded.hash != profile.manifest_sha256:
+        raise UsageError(
+            f"{profile.manifest} changed since you connected (hash {profile.manifest_sha256[:16]}... -> "
+            f"{loaded.hash[:16]}...)",
+            hint="restore the manifest every party agreed to, or run `mpc connect` again",
+        )
+    client = EnclaveClient(http, loaded, identity, policy_of(profile), party=profile.party)
+    connection = client.connect()
+    if connection.instance.hex() != profile.instance or connection.key_id != profile.key_id:
+        raise EnclaveRefused(
+            "enclave_restarted",
+            f"the enclave is not the one you connected to (instance {profile.instance[:12]}... is now "
+            f"{connection.instance.hex()[:12]}...): it restarted, and everything submitted to it is gone",
+            hint="run `mpc connect` again and submit your data again",
+        )
+    return client, connection
