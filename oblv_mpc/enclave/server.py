@@ -3,6 +3,7 @@ the server starts, port 0 included), in the foreground or in a background thread
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -31,9 +32,23 @@ def _server(app: FastAPI) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve_forever(app: FastAPI, sock: socket.socket) -> None:
-    """Serve until interrupted (Ctrl-C or SIGTERM stop it cleanly)."""
-    _server(app).run(sockets=[sock])
+    """Serve until Ctrl-C or SIGTERM, then return normally.
+
+    uvicorn shuts down gracefully on either signal, then re-raises it with the handlers it found
+    installed; ours turn that into KeyboardInterrupt, which ends the serving here.
+    """
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        _server(app).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class ServerThread:
