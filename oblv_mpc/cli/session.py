@@ -13,7 +13,7 @@ from rich.table import Table
 from oblv_mpc import keys, manifest
 from oblv_mpc.cli._console import err, out, print_json
 from oblv_mpc.errors import UsageError
-from oblv_mpc.manifest import Manifest, Role
+from oblv_mpc.manifest import Computation, Manifest, Role
 
 app = typer.Typer(help="Assemble, check and inspect session manifests.", no_args_is_help=True)
 
@@ -181,6 +181,7 @@ def _as_json(m: Manifest) -> dict[str, Any]:
         "session": m.session,
         "description": m.description,
         "hash": m.hash,
+        "privacy_budget": m.privacy_budget,
         "parties": {
             p.name: {
                 "fingerprint": p.fingerprint,
@@ -204,11 +205,24 @@ def _as_json(m: Manifest) -> dict[str, Any]:
                 "sql": c.sql,
                 "inputs": list(c.inputs),
                 "readers": list(c.readers),
-                "min_group_size": c.min_group_size,
+                "rules": c.rules,
+                "columns": [list(col) for col in c.columns],
             }
             for c in m.computations.values()
         },
     }
+
+
+def _describe_rules(c: Computation) -> str:
+    parts = []
+    if c.min_group_size:
+        parts.append(f"min_group_size {c.min_group_size}")
+    if c.max_output_rows:
+        parts.append(f"max_output_rows {c.max_output_rows}")
+    if c.dp:
+        bounds = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in c.dp["bounds"].items())
+        parts.append(f"differential privacy: Laplace, epsilon {c.dp['epsilon']:g}" + (f", {bounds}" if bounds else ""))
+    return "; ".join(parts)
 
 
 def _render(m: Manifest) -> None:
@@ -227,8 +241,12 @@ def _render(m: Manifest) -> None:
         columns = ", ".join(f"{c.name} {c.type.value}" for c in t.columns)
         inputs.add_row(t.qualified, columns, ", ".join(t.key) or "-", f"{t.max_rows:,}", f"{t.max_bytes:,}")
     out.print(inputs)
+    if m.privacy_budget:
+        out.print(
+            f"[bold]privacy budget[/] epsilon {m.privacy_budget['epsilon']:g} for all differentially private releases"
+        )
     for c in m.computations.values():
-        rules = f"min_group_size {c.min_group_size}" if c.min_group_size else "none"
+        rules = _describe_rules(c) or "none"
         header = (
             f"[bold]{c.name}[/] ({c.template or 'sql'})  readers: {', '.join(c.readers)}  "
             f"inputs: {', '.join(c.inputs)}  release rules: {rules}"

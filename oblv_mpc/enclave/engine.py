@@ -15,12 +15,16 @@ from typing import Any
 
 import duckdb
 
+from oblv_mpc.enclave import privacy
 from oblv_mpc.manifest import Computation, InputTable, Manifest
 from oblv_mpc.manifest.templates import GROUP_SIZE_COLUMN, quote
 from oblv_mpc.tables import CsvIngest
 
-# Set before the configuration is locked; nothing can change them afterwards.
+# Set before the configuration is locked; nothing can change them afterwards. One thread:
+# parallel plans add floating-point values in an order that varies from run to run, and a
+# result without noise must be the same, byte for byte, every time (found by a flaky test).
 _LOCKED_CONFIG = {
+    "threads": 1,
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
@@ -36,6 +40,11 @@ class Output:
     columns: list[tuple[str, str]]
     rows: list[list[Any]]
     suppressed_groups: int
+    dp: dict[str, Any] | None = None  # what the differentially private release applied
+
+
+def _sort_key(row: list[Any]) -> tuple[Any, ...]:
+    return tuple((value is None, str(type(value)), value if value is not None else 0) for value in row)
 
 
 def _plain(value: Any) -> Any:
@@ -66,12 +75,21 @@ class Engine:
             f"CREATE OR REPLACE VIEW {quote(table.party)}.{quote(table.table)} AS SELECT * FROM {quote(data_name)}"
         )
 
-    def run(self, computation: Computation) -> Output:
-        """Run the computation's exact SQL, then apply its release rules."""
+    def run(self, computation: Computation, *, noise: privacy.Noise = privacy.laplace) -> Output:
+        """Run the computation's exact SQL, then apply its release rules.
+
+        Rows of SQL without ORDER BY are sorted, so a result without noise is the same, byte
+        for byte, however DuckDB scheduled the query.
+        """
         relation = self.connection.execute(computation.sql)
         description = relation.description or []
         rows = [[_plain(v) for v in row] for row in relation.fetchall()]
         columns = [(str(d[0]), str(d[1])) for d in description]
+        if not computation.ordered:
+            rows.sort(key=_sort_key)
+        if computation.dp is not None:
+            columns, rows, applied = privacy.release(computation, columns, rows, noise)
+            return Output(columns, rows, 0, applied)
         suppressed = 0
         if computation.min_group_size is not None:
             names = [c[0] for c in columns]

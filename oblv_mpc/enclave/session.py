@@ -81,6 +81,7 @@ class Session:
         self.inputs: dict[str, InputRecord] = {}
         self.results: dict[str, ResultRecord] = {}
         self.frozen: set[str] = set()
+        self.epsilon_spent = 0.0
         self.events: list[Event] = []
         self._record("start", {"session": manifest.session, "manifest": manifest.hash, "instance": instance.hex()})
 
@@ -263,7 +264,17 @@ class Session:
         if missing:
             raise NotReady(f"{name} is waiting for {', '.join(missing)}", hint="try again when every input is in")
         computation = self.manifest.computations[name]
+        if computation.dp is not None:
+            self._spend(name, computation.dp["epsilon"])
         output = self.engine.run(computation)
+        limit = computation.max_output_rows
+        if limit is not None and len(output.rows) > limit:
+            self._record("withheld", {"computation": name, "rows": len(output.rows), "max_output_rows": limit})
+            raise EnclaveRefused(
+                "too_many_rows",
+                f"{name} produced {len(output.rows)} rows, more than its max_output_rows of {limit}; "
+                "nothing is released",
+            )
         inputs = {t: self.inputs[t].sha256 for t in computation.inputs}
         self.frozen.update(computation.inputs)
         signed = self._statement(
@@ -272,7 +283,7 @@ class Session:
             columns=[list(c) for c in output.columns],
             rows=output.rows,
             suppressed_groups=output.suppressed_groups,
-            rules={"min_group_size": computation.min_group_size},
+            rules={**computation.rules, "dp": output.dp},
             inputs=inputs,
         )
         record = ResultRecord(signed, len(output.rows), output.suppressed_groups)
@@ -281,6 +292,22 @@ class Session:
             "run", {"computation": name, "inputs": inputs, "rows": record.rows, "suppressed": output.suppressed_groups}
         )
         return record
+
+    def _spend(self, name: str, epsilon: float) -> None:
+        """Draw on the session's privacy budget, or refuse to overspend it."""
+        budget = self.manifest.privacy_budget
+        assert budget is not None  # the manifest requires one when a computation has dp
+        if self.epsilon_spent + epsilon > budget["epsilon"] + 1e-12:
+            raise EnclaveRefused(
+                "budget_exhausted",
+                f"{name} needs epsilon {epsilon}, but only {budget['epsilon'] - self.epsilon_spent:g} of the "
+                f"session's privacy budget {budget['epsilon']:g} is left",
+            )
+        self.epsilon_spent += epsilon
+        self._record(
+            "privacy_spend",
+            {"computation": name, "epsilon": epsilon, "spent": self.epsilon_spent, "budget": budget["epsilon"]},
+        )
 
     def compute(self, party: str, body: Any) -> dict[str, Any]:
         """Run a computation now (a reader of it may ask); idempotent once it ran."""

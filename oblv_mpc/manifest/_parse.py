@@ -10,6 +10,7 @@ import yaml
 
 from oblv_mpc import keys
 from oblv_mpc.errors import KeyFileError, ManifestError
+from oblv_mpc.manifest import sql as sql_check
 from oblv_mpc.manifest import templates
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import (
@@ -32,10 +33,11 @@ _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 # Names that DuckDB or SQL give a meaning of their own; a party or table may not take them.
 _RESERVED = {"main", "temp", "system", "information_schema", "pg_catalog", "memory", "select", "from", "where", "table"}
 
-_TOP = {"version", "session", "description", "parties", "inputs", "computations"}
+_TOP = {"version", "session", "description", "parties", "inputs", "computations", "privacy_budget"}
 _PARTY = {"public_key", "roles"}
 _INPUT = {"columns", "key", "max_rows", "max_bytes"}
-_COMPUTATION = {"description", "template", "params", "sql", "readers", "min_group_size"}
+_COMPUTATION = {"description", "template", "params", "sql", "readers", "min_group_size", "max_output_rows", "dp"}
+_DP = {"epsilon", "delta", "bounds", "groups"}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -227,6 +229,7 @@ def _computations(
         if len(set(readers)) != len(readers):
             problems.add(f"{path}.readers", "names a party more than once")
         min_group_size = _positive_int(body, "min_group_size", path, problems, None)
+        max_output_rows = _positive_int(body, "max_output_rows", path, problems, None)
         description = body.get("description", "")
         if not isinstance(description, str):
             problems.expected(f"{path}.description", "text", description)
@@ -236,6 +239,7 @@ def _computations(
             problems.add(path, "needs exactly one of template or sql")
             continue
         before = len(problems.items)
+        dp = _dp(body.get("dp"), f"{path}.dp", problems) if "dp" in body else None
         generated: templates.Generated | None
         if template is not None:
             if template not in templates.TEMPLATES:
@@ -245,29 +249,155 @@ def _computations(
             if not isinstance(params, dict):
                 problems.expected(f"{path}.params", f"the parameters of template {template}", params)
                 continue
-            generated = templates.TEMPLATES[template](params, f"{path}.params", tables, problems)
             if template in ("psi", "psi_cardinality") and min_group_size is not None:
                 problems.add(f"{path}.min_group_size", f"does not apply to {template} (its output has no groups)")
+            if dp is not None:
+                if template != "aggregate":
+                    problems.add(
+                        f"{path}.dp", f"differential privacy applies to the aggregate template, not {template}"
+                    )
+                    continue
+                if min_group_size is not None:
+                    problems.add(
+                        f"{path}.min_group_size", "cannot be combined with dp: suppressing on true counts leaks"
+                    )
+                if not _dp_fits(dp, params, tables, f"{path}.dp", problems):
+                    continue
+                generated = templates.dp_aggregate(params, dp, f"{path}.params", tables, problems)
+            else:
+                generated = templates.TEMPLATES[template](params, f"{path}.params", tables, problems)
         else:
             if "params" in body:
                 problems.add(f"{path}.params", "applies only to templates")
+            if dp is not None:
+                problems.add(f"{path}.dp", "differential privacy applies to the aggregate template, not to sql")
             if not isinstance(sql, str) or not sql.strip():
                 problems.expected(f"{path}.sql", "a SELECT statement", sql)
                 continue
-            generated = templates.Generated({}, sql.strip(), tuple(sorted(tables)))
+            generated = templates.Generated({}, sql.strip(), ())
         if generated is None or len(problems.items) != before:
             continue
+        # One engine, one set of checks: generated SQL is checked exactly as written SQL is.
+        info = sql_check.check(
+            generated.sql, tables, f"{path}.sql" if template is None else f"{path}.template", problems
+        )
+        if info is None:
+            continue
+        if not info.inputs:
+            problems.add(f"{path}.sql", "reads none of the declared inputs")
+            continue
+        names = [c[0] for c in info.columns]
+        if len(set(names)) != len(names):
+            problems.add(f"{path}.sql", f"output columns must have distinct names, found {', '.join(names)}")
+            continue
+        if min_group_size is not None:
+            size = dict(info.columns).get(templates.GROUP_SIZE_COLUMN)
+            if size not in ("BIGINT", "INTEGER", "HUGEINT", "UBIGINT"):
+                problems.add(
+                    f"{path}.min_group_size",
+                    f"needs an integer output column {templates.GROUP_SIZE_COLUMN!r}: the number of input rows each "
+                    "output row stands for, e.g. count(*) AS group_size",
+                )
+                continue
         computations[name] = Computation(
             name=name,
             template=template,
             params=generated.params,
             sql=generated.sql,
-            inputs=generated.inputs,
+            inputs=info.inputs if template is None else generated.inputs,
             readers=tuple(readers),
             min_group_size=min_group_size,
             description=description,
+            max_output_rows=max_output_rows,
+            dp=dp,
+            columns=info.columns,
+            ordered=info.ordered,
         )
     return computations
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+
+
+def _dp(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
+    """``dp: {epsilon, delta, bounds, groups}`` in normalized form (checked against params later)."""
+    if not isinstance(raw, dict):
+        problems.expected(path, "a mapping with epsilon, bounds and groups", raw)
+        return None
+    _unknown(raw, _DP, path, problems)
+    epsilon: Any = raw.get("epsilon")
+    delta = raw.get("delta", 0)
+    if not _number(epsilon) or not 0 < epsilon <= 10:
+        problems.expected(f"{path}.epsilon", "a number in (0, 10]", epsilon)
+    if delta != 0:
+        problems.expected(f"{path}.delta", "0: releases use the Laplace mechanism (pure epsilon-DP)", delta)
+    bounds = raw.get("bounds", {})
+    if not isinstance(bounds, dict) or not all(
+        isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v) and v[0] < v[1] for v in bounds.values()
+    ):
+        problems.expected(f"{path}.bounds", "a mapping of column -> [low, high] with low < high", bounds)
+        bounds = {}
+    groups = raw.get("groups", {})
+    if not isinstance(groups, dict) or not all(isinstance(v, list) and v for v in groups.values()):
+        problems.expected(f"{path}.groups", "a mapping of group column -> the public list of its values", groups)
+        groups = {}
+    return {
+        "epsilon": float(epsilon) if _number(epsilon) else 0.0,
+        "delta": 0,
+        "bounds": {str(k): [float(v[0]), float(v[1])] for k, v in sorted(bounds.items())},
+        "groups": {str(k): list(v) for k, v in sorted(groups.items())},
+    }
+
+
+def _dp_fits(
+    dp: dict[str, Any], params: dict[str, Any], tables: Mapping[str, InputTable], path: str, problems: Problems
+) -> bool:
+    """Bounds for every summed column, and the public values of every group column, typed right."""
+    before = len(problems.items)
+    raw_aggregates = params.get("aggregates")
+    aggregates: dict[str, Any] = raw_aggregates if isinstance(raw_aggregates, dict) else {}
+    summed = {
+        next(iter(spec.values()))
+        for spec in aggregates.values()
+        if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("sum", "avg")
+    }
+    for column in sorted(summed):
+        if column not in dp["bounds"]:
+            problems.add(f"{path}.bounds", f"needs [low, high] for {column!r}, whose sum or mean is released")
+    for column in sorted(set(dp["bounds"]) - summed):
+        problems.add(f"{path}.bounds.{column}", "bounds a column that no sum or mean uses")
+    group_by = params.get("group_by", [])
+    group_by = [group_by] if isinstance(group_by, str) else group_by if isinstance(group_by, list) else []
+    for column in group_by:
+        values = dp["groups"].get(column)
+        if values is None:
+            problems.add(f"{path}.groups", f"needs the public list of values of group column {column!r}")
+            continue
+        inputs = [tables[t] for t in params.get("inputs", []) if isinstance(t, str) and t in tables]
+        declared = next((t.column(column) for t in inputs if t.column(column)), None)
+        if declared is None:
+            continue
+        for value in values:
+            try:
+                templates._literal(value, declared.type)
+            except ValueError:
+                problems.add(
+                    f"{path}.groups.{column}",
+                    f"{value!r} is not a {declared.type.value} value (only text, integer and boolean groups)",
+                )
+    for column in sorted(set(dp["groups"]) - set(group_by)):
+        problems.add(f"{path}.groups.{column}", "lists values of a column that is not grouped by")
+    return len(problems.items) == before
+
+
+def _budget(raw: Any, problems: Problems) -> dict[str, float] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"epsilon"} or not _number(raw.get("epsilon")) or raw["epsilon"] <= 0:
+        problems.expected("privacy_budget", "{epsilon: a positive number}", raw)
+        return None
+    return {"epsilon": float(raw["epsilon"])}
 
 
 def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) -> Manifest:
@@ -292,6 +422,17 @@ def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) ->
     party_names = set(raw_parties) if isinstance(raw_parties, dict) else set()
     tables = _inputs(raw.get("inputs"), parties, party_names, problems)
     computations = _computations(raw.get("computations"), parties, party_names, tables, problems)
+    budget = _budget(raw.get("privacy_budget"), problems)
+    for computation in computations.values():
+        if computation.dp is None:
+            continue
+        where = f"computations.{computation.name}.dp.epsilon"
+        if budget is None:
+            problems.add("privacy_budget", f"required: computation {computation.name} is differentially private")
+        elif computation.dp["epsilon"] > budget["epsilon"]:
+            problems.add(
+                where, f"{computation.dp['epsilon']} exceeds the session's privacy_budget of {budget['epsilon']}"
+            )
     if complete:
         if len(party_names) < 2:
             problems.add("parties", f"a session needs at least two parties, found {len(party_names)}")
@@ -302,4 +443,11 @@ def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) ->
             problems.add("computations", "a session needs at least one computation")
     if problems:
         raise ManifestError(problems.items, source=source)
-    return Manifest(session=session, description=description, parties=parties, inputs=tables, computations=computations)
+    return Manifest(
+        session=session,
+        description=description,
+        parties=parties,
+        inputs=tables,
+        computations=computations,
+        privacy_budget=budget,
+    )

@@ -107,6 +107,19 @@ class Computation:
     readers: tuple[str, ...]
     min_group_size: int | None
     description: str = ""
+    max_output_rows: int | None = None
+    dp: Mapping[str, Any] | None = None  # {epsilon, delta, bounds, groups}, normalized
+    columns: tuple[tuple[str, str], ...] = ()  # output columns of the SQL, as DuckDB binds them
+    ordered: bool = True  # whether the SQL orders its rows (else the enclave sorts them)
+
+    @property
+    def rules(self) -> dict[str, Any]:
+        """The release rules, as attached to every signed result."""
+        return {
+            "min_group_size": self.min_group_size,
+            "max_output_rows": self.max_output_rows,
+            "dp": _plain(self.dp) if self.dp else None,
+        }
 
 
 @dataclass(frozen=True)
@@ -119,6 +132,7 @@ class Manifest:
     inputs: Mapping[str, InputTable]
     computations: Mapping[str, Computation]
     version: int = SCHEMA_VERSION
+    privacy_budget: Mapping[str, float] | None = None  # {epsilon}: what all DP releases may spend
     _hash: str = field(default="", compare=False, repr=False)
 
     def canonical(self) -> dict[str, Any]:
@@ -127,6 +141,7 @@ class Manifest:
             "version": self.version,
             "session": self.session,
             "description": self.description,
+            "privacy_budget": _plain(self.privacy_budget) if self.privacy_budget else None,
             "parties": {
                 p.name: {"public_key": keys.spki_der(p.public_key), "roles": sorted(r.value for r in p.roles)}
                 for p in self.parties.values()
@@ -149,6 +164,8 @@ class Manifest:
                     "inputs": list(c.inputs),
                     "readers": sorted(c.readers),
                     "min_group_size": c.min_group_size,
+                    "max_output_rows": c.max_output_rows,
+                    "dp": _plain(c.dp) if c.dp else None,
                 }
                 for c in self.computations.values()
             },

@@ -125,8 +125,9 @@ def make_world(
     parties: tuple[str, ...] = PARTIES,
     settings: EnclaveSettings | None = None,
     rows: int = 200,
+    document: dict[str, Any] | None = None,
 ) -> World:
-    m = manifest.from_data(session_document(all_keys, parties))
+    m = manifest.from_data(document or session_document(all_keys, parties))
     app = create_app(m, SimulatedNsm(dev_ca, measurements), settings)
     files = {p: write_employees(tmp_path / f"{p}.csv", p, rows, seed=i) for i, p in enumerate(parties)}
     world = World(m, app, dev_ca.policy(measurements), all_keys, files, TestClient(app))

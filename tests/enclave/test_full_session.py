@@ -66,7 +66,7 @@ def _run_session(world: World, parties: tuple[str, ...]) -> None:
         assert got[0] == want[0] and got[3] == want[3]
         assert got[1] == pytest.approx(want[1]) and got[2] == pytest.approx(want[2])
     assert by_level.suppressed_groups == expected["by_level_all_groups"][0][0] - len(expected["by_level"])
-    assert by_level.rules == {"min_group_size": 3}
+    assert by_level.rules == {"min_group_size": 3, "max_output_rows": None, "dp": None}
     joined = clients[b].result("joined")
     assert [(r[0], r[2]) for r in joined.rows] == [(w[0], w[2]) for w in expected["joined"]]
     assert [r[1] for r in joined.rows] == pytest.approx([w[1] for w in expected["joined"]])

@@ -107,7 +107,9 @@ SEMANTIC_EDITS: dict[str, Callable[[dict[str, Any]], object]] = {
             "readers": ["carol"],
         }
     ),
-    "a sql computation": lambda d: d["computations"].update(raw={"sql": "SELECT 1", "readers": ["carol"]}),
+    "a sql computation": lambda d: d["computations"].update(
+        raw={"sql": "SELECT count(*) AS n FROM carol.employees", "readers": ["carol"]}
+    ),
     "a party's roles": lambda d: (
         d["parties"]["alice"].update(roles=["contributor"]),
         d["computations"]["average_salary"].update(readers=["bob", "carol"]),
