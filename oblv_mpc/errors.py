@@ -20,7 +20,8 @@ Anything else that escapes is a bug, and shows a traceback (without locals).
     ├── ProtocolError                exit 5   an envelope that does not open or verify
     ├── EnclaveUnreachable           exit 6   no answer from the enclave
     ├── EnclaveRefused               exit 7   the enclave answered with a refusal
-    └── NotReady                     exit 8   a result whose inputs are not all in yet
+    ├── NotReady                     exit 8   a result whose inputs are not all in yet
+    └── NsmError                     exit 9   the Nitro Secure Module (/dev/nsm) refused or failed
 
 Error messages never contain key material: keys are referred to by file name or fingerprint.
 """
@@ -151,3 +152,10 @@ class NotReady(MpcError):
 
     exit_code = 8
     title = "not ready"
+
+
+class NsmError(MpcError):
+    """The Nitro Secure Module refused a request, or cannot be reached."""
+
+    exit_code = 9
+    title = "NSM error"

@@ -22,7 +22,7 @@ from typing import Any
 
 import cbor2
 
-from oblv_mpc.errors import MpcError
+from oblv_mpc.errors import NsmError
 
 DEVICE = Path("/dev/nsm")
 NSM_IOCTL_MAGIC = 0x0A
@@ -31,12 +31,6 @@ RESPONSE_MAX_BYTES = 0x3000
 MAX_PUBLIC_KEY_BYTES = 1024
 MAX_USER_DATA_BYTES = 512
 MAX_NONCE_BYTES = 512
-
-
-class NsmError(MpcError):
-    """The NSM refused or failed a request."""
-
-    title = "NSM error"
 
 
 class _IoVec(ctypes.Structure):

@@ -14,7 +14,7 @@ from oblv_mpc.attestation import document_time, load_pcr_file, parse, verify, wr
 from oblv_mpc.attestation.pcrs import from_nitro_cli
 from oblv_mpc.attestation.verify import CHECK_OF_FAILURE, CHECKS, Check
 from oblv_mpc.cli._console import err, out, print_json, warn
-from oblv_mpc.errors import AttestationError, UsageError
+from oblv_mpc.errors import AttestationError, PcrFileError, UsageError
 
 attestation_app = typer.Typer(help="Inspect and verify Nitro attestation documents.", no_args_is_help=True)
 pcrs_app = typer.Typer(help="PCR files: the measurements a party accepts.", no_args_is_help=True)
@@ -153,6 +153,35 @@ def pcrs_import(
     for index, value in sorted(policy.accepted[0].values.items()):
         out.print(f"PCR{index} {value.hex()}")
     err.print(f"wrote {output}")
+
+
+@pcrs_app.command("compare")
+def pcrs_compare(
+    source: Path = typer.Argument(..., help="JSON from `nitro-cli build-enclave` of the image you rebuilt yourself."),
+    pcr_file: Path = typer.Option(..., "--pcr-file", help="The PCR file the operator published."),
+) -> None:
+    """Check that the image you rebuilt measures to one of the PCR sets the operator published."""
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{source}: cannot read ({type(exc).__name__})") from None
+    rebuilt = from_nitro_cli(text, source=str(source)).accepted[0]
+    published = load_pcr_file(pcr_file)
+    for accepted in published.accepted:
+        if all(rebuilt.values.get(i) == v for i, v in accepted.values.items()):
+            out.print(f"[green]✓[/] your rebuild matches {accepted.label} in {pcr_file}: PCR0-2 are equal")
+            return
+    for index in (0, 1, 2):
+        wanted = ", ".join(s.values[index].hex()[:16] + "..." for s in published.accepted)
+        mark = (
+            "[green]✓[/]" if any(s.values[index] == rebuilt.values[index] for s in published.accepted) else "[red]✗[/]"
+        )
+        out.print(f"{mark} PCR{index} rebuilt {rebuilt.values[index].hex()[:16]}..., published {wanted}")
+    raise PcrFileError(
+        f"your rebuild of the image does not measure to any set in {pcr_file}",
+        hint="check that you built the same commit with the same Dockerfile.enclave and enclave.lock; "
+        "if you did, the operator's PCRs are not of this code",
+    )
 
 
 def register(app: typer.Typer) -> None:

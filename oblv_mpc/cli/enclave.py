@@ -8,9 +8,11 @@ from pathlib import Path
 import typer
 
 from oblv_mpc import manifest
-from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure, write_pcr_file
+from oblv_mpc.attestation import DevelopmentCA, measure, write_pcr_file
 from oblv_mpc.attestation.simulator import default_ca_dir
 from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.enclave.attestors import AttestorKind
+from oblv_mpc.errors import EnclaveRefused, EnclaveUnreachable, UsageError
 from oblv_mpc.protocol.hpke import SuiteName
 
 app = typer.Typer(help="The enclave service: measure it, serve it.", no_args_is_help=True)
@@ -47,9 +49,16 @@ def measure_command(
 
 @app.command("serve")
 def serve(
-    manifest_path: Path = typer.Option(..., "--manifest", help="The session manifest every party agreed to."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8000, "--port", help="Port to listen on (0: any free port)."),
+    manifest_path: Path | None = typer.Option(None, "--manifest", help="The session manifest every party agreed to."),
+    await_manifest: bool = typer.Option(
+        False, "--await-manifest", help="Start without a manifest; the operator provisions it (mpc enclave provision)."
+    ),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (TCP)."),
+    port: int = typer.Option(8000, "--port", help="TCP port to listen on (0: any free port)."),
+    vsock_port: int | None = typer.Option(None, "--vsock-port", help="Listen on this AF_VSOCK port instead of TCP."),
+    attestor_kind: AttestorKind = typer.Option(
+        AttestorKind.AUTO, "--attestor", help="auto: the NSM if /dev/nsm exists, else the simulator."
+    ),
     pcr_out: Path = typer.Option(
         Path("enclave-pcrs.yaml"), "--pcr-out", help="Where to write the development PCR file."
     ),
@@ -59,34 +68,75 @@ def serve(
         False, "--debug-mode", help="Simulate a debug-mode enclave (PCR0-2 all zero), which clients must refuse."
     ),
 ) -> None:
-    """Run the bundled enclave app with the simulated NSM, and print what each party needs to connect."""
+    """Run the bundled enclave app (simulated NSM by default, the real one inside Nitro) and print how to connect."""
+    from oblv_mpc.attestation import SimulatedNsm
     from oblv_mpc.enclave import EnclaveSettings, create_app  # the server stack loads only here
-    from oblv_mpc.enclave.server import listen, serve_forever, url_of
+    from oblv_mpc.enclave.attestors import choose
+    from oblv_mpc.enclave.server import listen, listen_vsock, serve_forever, url_of
     from oblv_mpc.runtime import pin_mmap_threshold
 
     pin_mmap_threshold()
-    loaded = manifest.load(manifest_path)
-    measurements = measure()
-    ca = DevelopmentCA.load_or_create(ca_dir or default_ca_dir())
-    write_pcr_file(ca.policy(measurements), pcr_out, description=f"local simulated enclave for {loaded.session}")
-    attestor = SimulatedNsm(ca, measurements, debug=debug_mode)
+    if (manifest_path is None) == (not await_manifest):
+        raise UsageError("give --manifest FILE, or --await-manifest to receive it at launch")
+    loaded = manifest.load(manifest_path) if manifest_path is not None else None
+    attestor = choose(attestor_kind, vsock=vsock_port is not None, ca_dir=ca_dir or default_ca_dir(), debug=debug_mode)
     application = create_app(loaded, attestor, EnclaveSettings(suite=suite))
-    sock = listen(host, port)
+    sock = listen_vsock(vsock_port) if vsock_port is not None else listen(host, port)
     url = url_of(sock)
-    out.print(f"[bold]session[/]       {loaded.session}")
-    out.print(f"[bold]manifest hash[/] {loaded.hash}")
-    for index, value in sorted(measurements.as_dict().items()):
-        out.print(f"[bold]PCR{index}[/]          {value.hex()}")
-    out.print(f"[bold]PCR file[/]      {pcr_out} (development root {ca.root_sha256[:16]}...)")
-    out.print("each party connects with:")
-    for party in loaded.parties:
-        command = ["mpc", "connect", "--url", url, "--pcr-file", str(pcr_out.resolve()), "--manifest",
-                   str(manifest_path.resolve()), "--key", f"{party}_private.der", "--party", party]  # fmt: skip
-        out.print("  " + shlex.join(command), soft_wrap=True, markup=False)
-    warn("development enclave: simulated NSM, no hardware isolation; for trying mpc on one machine")
+    if isinstance(attestor, SimulatedNsm):
+        measurements = attestor.measurements
+        write_pcr_file(attestor.ca.policy(measurements), pcr_out, description="local simulated enclave")
+        for index, value in sorted(measurements.as_dict().items()):
+            out.print(f"[bold]PCR{index}[/]          {value.hex()}", soft_wrap=True)
+        out.print(f"[bold]PCR file[/]      {pcr_out} (development root {attestor.ca.root_sha256[:16]}...)")
+        warn("development enclave: simulated NSM, no hardware isolation; for trying mpc on one machine")
+    else:
+        out.print("[bold]attestor[/]      the Nitro Secure Module (/dev/nsm); PCRs are the EIF's (nitro-cli)")
     if debug_mode:
         warn("DEBUG MODE: PCR0-2 are all zero; clients refuse this enclave unless they allow debug enclaves")
+    if loaded is not None:
+        out.print(f"[bold]session[/]       {loaded.session}")
+        out.print(f"[bold]manifest hash[/] {loaded.hash}")
+        out.print("each party connects with:")
+        for party in loaded.parties:
+            command = ["mpc", "connect", "--url", url, "--pcr-file", str(pcr_out.resolve()), "--manifest",
+                       str(manifest_path.resolve()) if manifest_path else "MANIFEST", "--key", f"{party}_private.der",
+                       "--party", party]  # fmt: skip
+            out.print("  " + shlex.join(command), soft_wrap=True, markup=False)
+    else:
+        out.print("waiting for the manifest: mpc enclave provision --url URL --manifest FILE", markup=False)
     out.print(f"ready: listening on {url} (Ctrl-C to stop)", markup=False)
     out.file.flush()
     serve_forever(application, sock)
     err.print("enclave stopped; its state (every upload and result) is gone")
+
+
+@app.command("provision")
+def provision(
+    url: str = typer.Option(..., "--url", help="The enclave's URL (through the parent's forwarder)."),
+    manifest_path: Path = typer.Option(..., "--manifest", help="The session manifest every party agreed to."),
+) -> None:
+    """Give an enclave started with --await-manifest its session manifest (once per launch)."""
+    import httpx
+
+    loaded = manifest.load(manifest_path)  # refuse locally what the enclave would refuse
+    try:
+        response = httpx.post(f"{url}/v1/provision", content=manifest_path.read_bytes(), timeout=30)
+    except httpx.TransportError as exc:
+        raise EnclaveUnreachable(f"no answer from {url}: {type(exc).__name__}") from None
+    if response.status_code != 200:
+        detail = (
+            response.json().get("detail", {})
+            if response.headers.get("content-type", "").startswith("application/json")
+            else {}
+        )
+        raise EnclaveRefused(
+            str(detail.get("code", response.status_code)), str(detail.get("message", response.text[:200]))
+        )
+    answer = response.json()
+    if answer.get("manifest_sha256") != loaded.hash:
+        raise EnclaveRefused(
+            "wrong_manifest", f"the enclave reports manifest {answer.get('manifest_sha256')}, not {loaded.hash}"
+        )
+    out.print(f"provisioned session {loaded.session}, manifest hash {loaded.hash}")
+    err.print("parties verify this hash in every attestation; a different manifest would be refused by them")

@@ -3,6 +3,9 @@
 Routes (OpenAPI at ``/docs``):
 
 - ``GET /v1/info``: session id, manifest hash, instance, suite. Plain, unauthenticated, advisory.
+- ``POST /v1/provision``: the manifest (YAML), once, when the app was started without one (a
+  Nitro Enclave receives its manifest at launch, so the image and its PCRs do not depend on
+  it). Every attestation then binds its hash; a party holding another manifest refuses.
 - ``GET /v1/attestation?nonce=HEX``: a fresh attestation document and the keys it binds.
 - ``POST /v1/{upload,status,compute,result,transcript}``: a sealed, signed request in, a sealed,
   signed response out (``application/octet-stream``). A request that cannot be opened gets a
@@ -12,6 +15,7 @@ Routes (OpenAPI at ``/docs``):
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from typing import Annotated, Any
 
@@ -20,9 +24,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from oblv_mpc import __version__
+from oblv_mpc import manifest as manifest_module
 from oblv_mpc.attestation import Attestor
 from oblv_mpc.enclave.service import OPERATIONS, EnclaveService
 from oblv_mpc.enclave.settings import EnclaveSettings
+from oblv_mpc.errors import ManifestError
 from oblv_mpc.manifest import Manifest
 
 KEY_HEADER = "X-Mpc-Enclave-Key"
@@ -30,7 +36,13 @@ SEALED = "application/octet-stream"
 
 
 def _service(request: Request) -> EnclaveService:
-    service: EnclaveService = request.app.state.enclave
+    service: EnclaveService | None = request.app.state.enclave
+    if service is None:
+        raise HTTPException(
+            503,
+            detail={"code": "not_provisioned", "message": "the enclave has no session manifest yet; the operator "
+                    "provisions it with `mpc enclave provision`"},
+        )  # fmt: skip
     return service
 
 
@@ -51,6 +63,23 @@ def info(service: Service) -> dict[str, Any]:
         "development": service.attestor.development,
         "version": __version__,
     }
+
+
+@info_router.post("/provision", summary="Give the enclave its session manifest, once (YAML body)")
+async def provision(request: Request) -> dict[str, Any]:
+    app = request.app
+    body = await _read_limited(request, manifest_module.MAX_MANIFEST_BYTES)
+    async with app.state.provision_lock:
+        if app.state.enclave is not None:
+            raise HTTPException(
+                409, detail={"code": "already_provisioned", "message": "the manifest is set once per launch"}
+            )
+        try:
+            loaded = manifest_module.parse(body.decode("utf-8", "replace"), source="provisioned manifest")
+        except ManifestError as exc:
+            raise HTTPException(422, detail={"code": "invalid_manifest", "message": exc.message}) from None
+        app.state.enclave = EnclaveService(loaded, app.state.attestor, app.state.settings)
+    return {"session": loaded.session, "manifest_sha256": loaded.hash}
 
 
 @info_router.get("/attestation", summary="A fresh attestation document binding the caller's nonce")
@@ -135,20 +164,29 @@ for _op in OPERATIONS:
 
 
 def create_app(
-    manifest: Manifest,
+    manifest: Manifest | None,
     attestor: Attestor,
     settings: EnclaveSettings | None = None,
     *,
     service: EnclaveService | None = None,
 ) -> FastAPI:
-    """The enclave app for one session. Builds nothing at import time."""
+    """The enclave app for one session. Builds nothing at import time.
+
+    With ``manifest=None`` the app waits to be provisioned (``POST /v1/provision``).
+    """
     app = FastAPI(
         title="oblv_mpc enclave",
         version=__version__,
         description="Multiparty computation brokered by an attested enclave. Every request other than "
         "the attestation is sealed to the enclave and signed by a party.",
     )
-    app.state.enclave = service or EnclaveService(manifest, attestor, settings)
+    app.state.attestor = attestor
+    app.state.settings = settings
+    app.state.provision_lock = asyncio.Lock()
+    if service is not None:
+        app.state.enclave = service
+    else:
+        app.state.enclave = EnclaveService(manifest, attestor, settings) if manifest is not None else None
     app.include_router(info_router)
     app.include_router(sealed_router)
     return app

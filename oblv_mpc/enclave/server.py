@@ -23,7 +23,25 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def listen_vsock(port: int) -> socket.socket:
+    """A listening AF_VSOCK socket on ``port`` for any CID: how a Nitro Enclave is reached.
+
+    The parent instance forwards TCP to it (docs/deploy-nitro.md); inside the enclave there is
+    no other network.
+    """
+    family = getattr(socket, "AF_VSOCK", None)
+    if family is None:
+        raise OSError("this Python has no AF_VSOCK support (Linux only)")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((socket.VMADDR_CID_ANY, port))
+    sock.listen(128)
+    return sock
+
+
 def url_of(sock: socket.socket) -> str:
+    if sock.family == getattr(socket, "AF_VSOCK", None):
+        cid, port = sock.getsockname()[:2]
+        return f"vsock://{cid}:{port}"
     host, port = sock.getsockname()[:2]
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 

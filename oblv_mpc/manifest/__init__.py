@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from oblv_mpc.errors import ManifestError
-from oblv_mpc.manifest._parse import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, from_data, load_yaml
+from oblv_mpc.manifest._parse import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, MAX_MANIFEST_BYTES, from_data, load_yaml
 from oblv_mpc.manifest.model import (
     SCHEMA_VERSION,
     Column,
@@ -28,6 +28,7 @@ from oblv_mpc.manifest.model import (
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_ROWS",
+    "MAX_MANIFEST_BYTES",
     "SCHEMA_VERSION",
     "Column",
     "ColumnType",

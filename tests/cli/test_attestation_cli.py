@@ -132,3 +132,26 @@ def test_enclave_measure_writes_a_development_pcr_file(cli: Any, tmp_path: Path)
     assert policy.development
     assert policy.roots[0].sha256 == data["development_root_sha256"]
     assert "development enclave" in done.stderr
+
+
+def _nitro_json(path: Path, pcr0: str) -> Path:
+    path.write_text(
+        json.dumps(
+            {"Measurements": {"HashAlgorithm": "Sha384 { ... }", "PCR0": pcr0, "PCR1": "bb" * 48, "PCR2": "cc" * 48}}
+        )
+    )
+    return path
+
+
+def test_pcrs_compare_a_rebuild_with_the_published_file(cli: Any, tmp_path: Path) -> None:
+    published = tmp_path / "published.yaml"
+    assert (
+        cli("pcrs", "import", str(_nitro_json(tmp_path / "operator.json", "aa" * 48)), "-o", str(published)).exit_code
+        == 0
+    )
+    same = cli("pcrs", "compare", str(_nitro_json(tmp_path / "mine.json", "aa" * 48)), "--pcr-file", str(published))
+    assert same.exit_code == 0 and "matches" in same.stdout
+    other = cli("pcrs", "compare", str(_nitro_json(tmp_path / "mine2.json", "ab" * 48)), "--pcr-file", str(published))
+    assert other.exit_code == 3
+    assert "✗ PCR0" in other.stdout and "✓ PCR1" in other.stdout
+    assert "does not measure to any set" in other.stderr
