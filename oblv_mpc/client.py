@@ -247,7 +247,10 @@ class EnclaveClient:
             headers={"content-type": "application/octet-stream", KEY_HEADER: connection.key_id},
         )
         if response.status_code != 200:
-            raise self._refusal(response)
+            refusal = self._refusal(response)
+            if refusal.code in ("enclave_restarted", "cannot_open"):
+                self.connection = None  # what was verified no longer holds
+            raise refusal
         try:
             return open_response(connection.context, reply, op, request_id, response.content, connection.signing_key)
         except EnclaveRefused as exc:

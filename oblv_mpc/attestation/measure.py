@@ -5,8 +5,9 @@ The simulator measures, with the same SHA-384 extend operation a PCR uses
 (``pcr = SHA-384(pcr || SHA-384(item))``, starting from 48 zero bytes):
 
 - PCR0: every ``*.py`` and ``*.pem`` file of the ``oblv_mpc`` package, in the order of their
-  POSIX paths relative to the package folder; each item is ``path || 0x00 || content``. Editing
-  any of the app's code changes PCR0.
+  POSIX paths relative to the package folder; each item is ``path || 0x00 || content``; then
+  the same for the code of the user's own routes served with ``--app`` (each module's file, or
+  its package's files), as ``app/<module>/<path>``. Editing any of the app's code changes PCR0.
 - PCR1: the runtime: ``python:<implementation>-<version>`` and ``openssl:<version>`` (the
   OpenSSL that ``cryptography`` uses).
 - PCR2: the application's dependencies: ``<name>==<version>`` for each distribution in
@@ -70,13 +71,6 @@ def code_files(package_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(package_dir).as_posix())
 
 
-def measure_code(package_dir: Path) -> tuple[bytes, int]:
-    """PCR0 over the app's code files under ``package_dir``, and how many files it measured."""
-    files = code_files(package_dir)
-    items = (p.relative_to(package_dir).as_posix().encode() + b"\x00" + p.read_bytes() for p in files)
-    return extend(items), len(files)
-
-
 def measure_runtime() -> bytes:
     """PCR1 over the Python runtime and OpenSSL version."""
     from cryptography.hazmat.backends.openssl.backend import backend
@@ -101,8 +95,21 @@ def measure_dependencies() -> bytes:
     return extend(items)
 
 
-def measure(package_dir: Path | None = None) -> Measurements:
-    """PCR0-2 of the enclave app as installed (or of the package copy at ``package_dir``)."""
+def _items(directory: Path, prefix: str = "") -> Iterable[bytes]:
+    for p in code_files(directory):
+        yield (prefix + p.relative_to(directory).as_posix()).encode() + b"\x00" + p.read_bytes()
+
+
+def measure(package_dir: Path | None = None, *, apps: Iterable[tuple[str, Path]] = ()) -> Measurements:
+    """PCR0-2 of the enclave app as installed (or of the package copy at ``package_dir``).
+
+    ``apps``: (module name, file or package folder) of the user's routes, measured into PCR0 too.
+    """
     directory = package_dir or Path(oblv_mpc.__file__).parent
-    pcr0, files = measure_code(directory)
-    return Measurements(pcr0, measure_runtime(), measure_dependencies(), files)
+    items = list(_items(directory))
+    for name, location in apps:
+        if location.is_dir():
+            items += _items(location, f"app/{name}/")
+        else:
+            items.append(f"app/{name}/{location.name}".encode() + b"\x00" + location.read_bytes())
+    return Measurements(extend(items), measure_runtime(), measure_dependencies(), len(items))

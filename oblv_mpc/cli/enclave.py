@@ -67,6 +67,7 @@ def serve(
     debug_mode: bool = typer.Option(
         False, "--debug-mode", help="Simulate a debug-mode enclave (PCR0-2 all zero), which clients must refuse."
     ),
+    apps: list[str] = typer.Option([], "--app", help="module:router of your own FastAPI routes to serve (repeatable)."),
 ) -> None:
     """Run the bundled enclave app (simulated NSM by default, the real one inside Nitro) and print how to connect."""
     from oblv_mpc.attestation import SimulatedNsm
@@ -79,8 +80,17 @@ def serve(
     if (manifest_path is None) == (not await_manifest):
         raise UsageError("give --manifest FILE, or --await-manifest to receive it at launch")
     loaded = manifest.load(manifest_path) if manifest_path is not None else None
-    attestor = choose(attestor_kind, vsock=vsock_port is not None, ca_dir=ca_dir or default_ca_dir(), debug=debug_mode)
-    application = create_app(loaded, attestor, EnclaveSettings(suite=suite))
+    from oblv_mpc.fastenclave import code_location, load_router
+
+    routers = [load_router(spec) for spec in apps]  # their code is measured into PCR0 too
+    attestor = choose(
+        attestor_kind,
+        vsock=vsock_port is not None,
+        ca_dir=ca_dir or default_ca_dir(),
+        debug=debug_mode,
+        apps=[code_location(spec) for spec in apps],
+    )
+    application = create_app(loaded, attestor, EnclaveSettings(suite=suite), routers=routers)
     sock = listen_vsock(vsock_port) if vsock_port is not None else listen(host, port)
     url = url_of(sock)
     if isinstance(attestor, SimulatedNsm):

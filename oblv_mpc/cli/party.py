@@ -61,6 +61,9 @@ def connect(
     pcr2: str | None = typer.Option(None, "--pcr2", help="Accepted PCR2 (hex), instead of --pcr-file."),
     party: str | None = typer.Option(None, "--party", help="Your party name (checked against your key)."),
     allow_debug_enclave: bool = typer.Option(False, "--allow-debug-enclave", help=ALLOW_DEBUG_HELP),
+    lport: int | None = typer.Option(
+        None, "--lport", help="Then stay running as a local proxy to the enclave's own routes on 127.0.0.1:LPORT."
+    ),
     profile_dir: Path = _PROFILE,
     as_json: bool = _JSON,
 ) -> None:
@@ -88,9 +91,13 @@ def connect(
         identity.public_key()
     ):
         raise KeyFileError(f"{public_key} is not the public half of {key}")
-    with httpx.Client(base_url=url, timeout=_TIMEOUT) as http:
-        client = EnclaveClient(http, loaded, identity, policy, party=party)
+    http = httpx.Client(base_url=url, timeout=_TIMEOUT)
+    client = EnclaveClient(http, loaded, identity, policy, party=party)
+    try:
         connection = client.connect()
+    except BaseException:
+        http.close()
+        raise
     _announce(connection)
     saved = profile.Profile(
         url=url,
@@ -107,6 +114,11 @@ def connect(
         pcrs={f"pcr{i}": v for i, v in enumerate(flags)} if pcr_file is None else None,  # type: ignore[misc]
     )
     path = saved.save(profile_dir)
+    if lport is not None:
+        _run_proxy(client, lport)
+        http.close()
+        return
+    http.close()
     me = client.party
     summary: dict[str, Any] = {
         "enclave": url,
@@ -134,6 +146,21 @@ def connect(
             continue
         table.add_row(label.replace("_", " "), ", ".join(value) if isinstance(value, list) else str(value))
     out.print(table)
+
+
+def _run_proxy(client: EnclaveClient, lport: int) -> None:
+    """Serve the attested proxy on 127.0.0.1:lport until Ctrl-C."""
+    from oblv_mpc.enclave.server import listen, serve_forever
+    from oblv_mpc.proxy import Proxy
+
+    proxy = Proxy(client, lambda line: err.print(line, markup=False, highlight=False))
+    sock = listen("127.0.0.1", lport)
+    out.print(
+        f"ready: proxy listening on http://127.0.0.1:{sock.getsockname()[1]} (party {client.party.name})", markup=False
+    )
+    out.file.flush()
+    serve_forever(proxy.app, sock)
+    err.print("proxy stopped")
 
 
 def _receipt_file(profile_dir: Path, table: str) -> Path:

@@ -7,6 +7,8 @@ Routes (OpenAPI at ``/docs``):
   Nitro Enclave receives its manifest at launch, so the image and its PCRs do not depend on
   it). Every attestation then binds its hash; a party holding another manifest refuses.
 - ``GET /v1/attestation?nonce=HEX``: a fresh attestation document and the keys it binds.
+- ``POST /v1/http``: FastEnclaves: a sealed, signed HTTP request (in chunks) for the user's own
+  routes, dispatched in process with the verified party in the ASGI scope (``fastenclave``).
 - ``POST /v1/{upload,status,compute,result,transcript}``: a sealed, signed request in, a sealed,
   signed response out (``application/octet-stream``). A request that cannot be opened gets a
   plain JSON error (400), a request from no party 403, and every other answer, refusals
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from collections.abc import MutableMapping
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -26,9 +29,10 @@ from starlette.concurrency import run_in_threadpool
 from oblv_mpc import __version__
 from oblv_mpc import manifest as manifest_module
 from oblv_mpc.attestation import Attestor
-from oblv_mpc.enclave.service import OPERATIONS, EnclaveService
+from oblv_mpc.enclave.service import OPERATIONS, EnclaveService, HttpCall, Reply
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.errors import ManifestError
+from oblv_mpc.fastenclave import MANIFEST_SCOPE_KEY, PARTY_SCOPE_KEY, Caller, user_app
 from oblv_mpc.manifest import Manifest
 
 KEY_HEADER = "X-Mpc-Enclave-Key"
@@ -115,23 +119,33 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _restarted(request: Request, service: EnclaveService) -> Response | None:
+    presented = request.headers.get(KEY_HEADER)
+    if presented is not None and presented != service.key_id:
+        return JSONResponse(
+            {
+                "code": "enclave_restarted",
+                "message": "this request is sealed to another enclave key: the enclave restarted, "
+                "and its state (every upload) is gone",
+            },
+            status_code=409,
+        )
+    return None
+
+
+def _response(reply: Reply) -> Response:
+    if isinstance(reply.content, dict):
+        return JSONResponse(reply.content, status_code=reply.status)
+    return Response(reply.content, status_code=reply.status, media_type=SEALED)
+
+
 def _sealed_route(op: str) -> Any:
     async def handler(request: Request, service: Service) -> Response:
-        presented = request.headers.get(KEY_HEADER)
-        if presented is not None and presented != service.key_id:
-            return JSONResponse(
-                {
-                    "code": "enclave_restarted",
-                    "message": "this request is sealed to another enclave key: the enclave restarted, "
-                    "and its state (every upload) is gone",
-                },
-                status_code=409,
-            )
+        restarted = _restarted(request, service)
+        if restarted is not None:
+            return restarted
         envelope = await _read_limited(request, service.settings.max_envelope_bytes)
-        reply = await run_in_threadpool(service.handle, op, envelope)
-        if isinstance(reply.content, dict):
-            return JSONResponse(reply.content, status_code=reply.status)
-        return Response(reply.content, status_code=reply.status, media_type=SEALED)
+        return _response(await run_in_threadpool(service.handle, op, envelope))
 
     handler.__name__ = f"sealed_{op}"
     return handler
@@ -152,6 +166,73 @@ _SUMMARIES = {
     "result": "A computation's signed result, for its readers only",
     "transcript": "The hash-chained event log with the enclave's signed head",
 }
+
+
+async def _dispatch(app: FastAPI, call: HttpCall, caller: Caller, manifest: Manifest) -> dict[str, Any]:
+    """Run one verified request through the user's routes, in process, and capture the answer."""
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": call.method,
+        "scheme": "http",
+        "path": call.path,
+        "raw_path": call.path.encode(),
+        "query_string": call.query.encode(),
+        "root_path": "",
+        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in call.headers],
+        "client": ("party", 0),
+        "server": ("enclave", 0),
+        PARTY_SCOPE_KEY: caller,
+        MANIFEST_SCOPE_KEY: manifest,
+    }
+    delivered = False
+    answer: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": call.body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            answer["status"] = message["status"]
+            answer["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in message.get("headers", [])]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    answer["body"] = b"".join(chunks)
+    return answer
+
+
+@sealed_router.post(
+    "/http",
+    summary="FastEnclaves: a sealed request for the session's own routes",
+    response_class=Response,
+    openapi_extra=_SEALED_OPENAPI,
+)
+async def sealed_http(request: Request, service: Service) -> Response:
+    restarted = _restarted(request, service)
+    if restarted is not None:
+        return restarted
+    envelope = await _read_limited(request, service.settings.max_envelope_bytes)
+    opened = await run_in_threadpool(service.open_http, envelope)
+    if isinstance(opened, Reply):
+        return _response(opened)
+    user: FastAPI | None = request.app.state.user_app
+    if user is None:
+        return _response(
+            service.answer(opened.request, {"status": 404, "headers": [], "body": b"no routes are served"})
+        )
+    party = service.manifest.parties[opened.request.party]
+    answer = await _dispatch(user, opened, Caller(party.name, party.roles), service.manifest)
+    return _response(await run_in_threadpool(service.answer, opened.request, answer))
+
+
 for _op in OPERATIONS:
     sealed_router.add_api_route(
         f"/{_op}",
@@ -169,6 +250,7 @@ def create_app(
     settings: EnclaveSettings | None = None,
     *,
     service: EnclaveService | None = None,
+    routers: list[APIRouter] | None = None,
 ) -> FastAPI:
     """The enclave app for one session. Builds nothing at import time.
 
@@ -180,6 +262,7 @@ def create_app(
         description="Multiparty computation brokered by an attested enclave. Every request other than "
         "the attestation is sealed to the enclave and signed by a party.",
     )
+    app.state.user_app = user_app(routers) if routers else None
     app.state.attestor = attestor
     app.state.settings = settings
     app.state.provision_lock = asyncio.Lock()

@@ -8,6 +8,7 @@ without ``/dev/nsm`` is refused unless the simulator is asked for by name.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from pathlib import Path
 
 from oblv_mpc.attestation import Attestor, DevelopmentCA, NitroNsm, SimulatedNsm, measure
@@ -21,7 +22,15 @@ class AttestorKind(enum.StrEnum):
     SIMULATED = "simulated"
 
 
-def choose(kind: AttestorKind, *, vsock: bool, ca_dir: Path, debug: bool = False, device: Path = DEVICE) -> Attestor:
+def choose(
+    kind: AttestorKind,
+    *,
+    vsock: bool,
+    ca_dir: Path,
+    debug: bool = False,
+    device: Path = DEVICE,
+    apps: Iterable[tuple[str, Path]] = (),
+) -> Attestor:
     """The attestor for ``kind``, refusing combinations that would mislead the parties."""
     present = NitroNsm.available(device)
     if kind is AttestorKind.NSM or (kind is AttestorKind.AUTO and present):
@@ -33,4 +42,4 @@ def choose(kind: AttestorKind, *, vsock: bool, ca_dir: Path, debug: bool = False
             f"serving on vsock means running in a Nitro Enclave, but {device} is absent",
             hint="inside an enclave, check the image; to try vsock with the simulator, pass --attestor simulated",
         )
-    return SimulatedNsm(DevelopmentCA.load_or_create(ca_dir), measure(), debug=debug)
+    return SimulatedNsm(DevelopmentCA.load_or_create(ca_dir), measure(apps=apps), debug=debug)

@@ -10,7 +10,7 @@ import time
 from types import TracebackType
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -46,7 +46,7 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _server(app: FastAPI) -> uvicorn.Server:
+def _server(app: ASGIApp) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5))
 
 
@@ -54,7 +54,7 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def serve_forever(app: FastAPI, sock: socket.socket) -> None:
+def serve_forever(app: ASGIApp, sock: socket.socket) -> None:
     """Serve until Ctrl-C or SIGTERM, then return normally.
 
     uvicorn shuts down gracefully on either signal, then re-raises it with the handlers it found
@@ -72,7 +72,7 @@ def serve_forever(app: FastAPI, sock: socket.socket) -> None:
 class ServerThread:
     """The app on a loopback port in a background thread, for the demo and tests."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
         self._sock = listen(host, port)
         self.url = url_of(self._sock)
         self.port: int = self._sock.getsockname()[1]

@@ -28,6 +28,31 @@ from oblv_mpc.protocol.hpke import SuiteName
 
 Clock = Callable[[], dt.datetime]
 OPERATIONS = ("upload", "status", "compute", "result", "transcript")
+HTTP_OPERATION = "http"  # a FastEnclaves request to the user's routes (oblv_mpc.fastenclave)
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+
+
+@dataclass
+class _HttpStream:
+    party: str
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytearray
+    next_index: int
+
+
+@dataclass(frozen=True)
+class HttpCall:
+    """A complete, verified request for the user's routes."""
+
+    request: Request
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
 
 
 def _utcnow() -> dt.datetime:
@@ -74,6 +99,7 @@ class EnclaveService:
         self.session = Session(manifest, self._signing, self.instance, self.settings, clock)
         self._seen: dict[bytes, int] = {}
         self._seen_lock = threading.Lock()
+        self._http: dict[bytes, _HttpStream] = {}
 
     @property
     def hpke_public(self) -> bytes:
@@ -138,6 +164,83 @@ class EnclaveService:
             return self._refuse(request, "input_invalid", exc.message)
         except NotReady as exc:
             return self._refuse(request, "not_ready", exc.message)
+        return Reply(200, seal_response(self.context, request, self._signing, body=body))
+
+    def open_http(self, envelope: bytes) -> Reply | HttpCall:
+        """One sealed chunk of a request for the user's routes: a reply, or the complete call."""
+        manifest = self.manifest
+
+        def party_key(name: str) -> keys.PublicKey | None:
+            party = manifest.parties.get(name)
+            return party.public_key if party else None
+
+        try:
+            request = open_request(self.context, self._hpke.private, HTTP_OPERATION, envelope, party_key)
+        except ProtocolError as exc:
+            return Reply(400, {"code": "cannot_open", "message": exc.message})
+        except EnclaveRefused as exc:
+            self.session.record_refusal(None, HTTP_OPERATION, exc.code)
+            return Reply(403, {"code": exc.code, "message": exc.reason})
+        try:
+            self._check_fresh(request)
+            return self._http_chunk(request)
+        except EnclaveRefused as exc:
+            return self._refuse(request, exc.code, exc.reason)
+
+    def _http_chunk(self, request: Request) -> Reply | HttpCall:
+        body = request.body
+        if not isinstance(body, dict):
+            raise EnclaveRefused("bad_request", "http body must be a map")
+        stream_id, index, final, data = body.get("stream"), body.get("index"), body.get("final"), body.get("data")
+        if (
+            not isinstance(stream_id, bytes)
+            or not isinstance(index, int)
+            or not isinstance(final, bool)
+            or not isinstance(data, bytes)
+        ):
+            raise EnclaveRefused("bad_request", "http chunk needs stream, index, final and data")
+        with self._seen_lock:
+            stream = self._http.get(stream_id)
+            if index == 0:
+                if stream is not None:
+                    del self._http[stream_id]
+                    raise EnclaveRefused("upload_sequence", "first chunk of a request repeated; request discarded")
+                method, path, query, headers = (
+                    body.get("method"),
+                    body.get("path"),
+                    body.get("query", ""),
+                    body.get("headers", []),
+                )
+                if not isinstance(method, str) or not isinstance(path, str) or not path.startswith("/"):
+                    raise EnclaveRefused("bad_request", "the first chunk needs method and an absolute path")
+                kept = [
+                    (str(k), str(v))
+                    for k, v in headers
+                    if str(k).lower() not in _HOP_BY_HOP and not str(k).lower().startswith("x-mpc")
+                ]
+                stream = _HttpStream(request.party, method.upper(), path, str(query), kept, bytearray(), 0)
+                self._http[stream_id] = stream
+            elif stream is None or stream.party != request.party:
+                raise EnclaveRefused("upload_sequence", f"chunk {index} of a request that is not in progress")
+            if index != stream.next_index:
+                del self._http[stream_id]
+                raise EnclaveRefused(
+                    "upload_sequence", f"chunk {index} arrived, expected {stream.next_index}; request discarded"
+                )
+            if len(stream.body) + len(data) > self.settings.max_http_body_bytes:
+                del self._http[stream_id]
+                raise EnclaveRefused(
+                    "too_large", f"a request body is at most {self.settings.max_http_body_bytes} bytes"
+                )
+            stream.body += data
+            stream.next_index += 1
+            if not final:
+                return Reply(200, seal_response(self.context, request, self._signing, body={"received": index}))
+            del self._http[stream_id]
+        return HttpCall(request, stream.method, stream.path, stream.query, stream.headers, bytes(stream.body))
+
+    def answer(self, request: Request, body: Any) -> Reply:
+        """A sealed, signed answer to an authenticated request."""
         return Reply(200, seal_response(self.context, request, self._signing, body=body))
 
     def _refuse(self, request: Request, code: str, message: str) -> Reply:

@@ -17,6 +17,7 @@ class EnclaveSettings:
     max_chunk_bytes: int = 8 * MiB  # plaintext data per upload chunk
     request_window_s: int = 300  # a request older than this, or as far in the future, is refused
     upload_idle_timeout_s: int = 900  # an upload with no chunk for this long is discarded
+    max_http_body_bytes: int = 512 * MiB  # a FastEnclaves request body, held in enclave memory
     min_nonce_bytes: int = 16
     max_nonce_bytes: int = 64
 

@@ -260,15 +260,14 @@ def test_enclave_restarted_between_attest_and_upload(
     world: World, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
     alice = world.clients["alice"]
-    alice.connect()
+    old = alice.connect()
     world.app.state.enclave = EnclaveService(world.manifest, SimulatedNsm(dev_ca, measurements))  # a restart
     with pytest.raises(EnclaveRefused) as info:
         alice.upload("employees", world.files["alice"])
     assert info.value.code == "enclave_restarted"
     assert "reconnect" in (info.value.hint or "")
+    assert alice.connection is None  # what was verified no longer holds: the client forgets it
     # without the advisory header, the old key's envelope simply does not open
-    old = alice.connection
-    assert old is not None
     envelope, _, _ = seal_request(old.context, "status", "alice", world.keys["alice"], None, time_ms=_now_ms())
     assert _post(world, "status", envelope).json()["code"] == "cannot_open"
     # a fresh connect works, against an empty session

@@ -1,0 +1,1 @@
+"""Example FastEnclaves apps: plain FastAPI routers served inside the enclave (docs/fastenclaves.md)."""

@@ -1,0 +1,96 @@
+"""FastEnclaves: your own FastAPI routes inside the enclave, for parties only.
+
+Write ordinary routers; take the calling party as a dependency::
+
+    from fastapi import APIRouter
+    from oblv_mpc.fastenclave import CallingParty
+
+    router = APIRouter()
+
+    @router.post("/bid")
+    def bid(amount: int, party: CallingParty) -> dict[str, str]:
+        ...
+
+Serve them with ``mpc enclave serve --manifest M --app mymodule:router``. Each party runs
+``mpc connect ... --lport 3030`` and calls ``http://localhost:3030/bid`` with any HTTP client:
+the proxy verifies the enclave, seals and signs each request, and the enclave dispatches it to
+your routes only after checking the signature of a party of the manifest. ``CallingParty`` is
+that verified party: it comes from the signed envelope, never from a header a client could set.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
+
+from oblv_mpc.errors import UsageError
+from oblv_mpc.manifest import Manifest, Role
+
+PARTY_SCOPE_KEY = "oblv_mpc.party"
+MANIFEST_SCOPE_KEY = "oblv_mpc.manifest"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The party that signed the request, as the manifest names it."""
+
+    name: str
+    roles: frozenset[Role]
+
+
+def _calling_party(request: Request) -> Caller:
+    caller = request.scope.get(PARTY_SCOPE_KEY)
+    if not isinstance(caller, Caller):  # only the enclave's dispatcher sets it
+        raise HTTPException(403, detail="not reached through a verified, sealed request")
+    return caller
+
+
+def _session_manifest(request: Request) -> Manifest:
+    found = request.scope.get(MANIFEST_SCOPE_KEY)
+    if not isinstance(found, Manifest):
+        raise HTTPException(403, detail="not reached through a verified, sealed request")
+    return found
+
+
+CallingParty = Annotated[Caller, Depends(_calling_party)]
+SessionManifest = Annotated[Manifest, Depends(_session_manifest)]
+
+
+def user_app(routers: list[APIRouter]) -> FastAPI:
+    """The inner app that holds the user's routes; it is reached only through the dispatcher."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    for router in routers:
+        app.include_router(router)
+    return app
+
+
+def code_location(spec: str) -> tuple[str, Path]:
+    """The module of ``module:router`` and where its code is (its file, or its package's folder)."""
+    module_name = spec.partition(":")[0]
+    load_router(spec)
+    module = importlib.import_module(module_name)
+    origin = Path(module.__file__ or "")
+    return module_name, origin.parent if origin.name == "__init__.py" else origin
+
+
+def load_router(spec: str) -> APIRouter:
+    """``module:attribute`` -> the APIRouter it names."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise UsageError(f"--app {spec!r}: expected module:router, e.g. examples.millionaires:router")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as uvicorn does: modules are found from the working directory
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UsageError(f"--app {spec!r}: cannot import {module_name} ({exc})") from None
+    router: Any = getattr(module, attribute, None)
+    if not isinstance(router, APIRouter):
+        raise UsageError(f"--app {spec!r}: {attribute} is not a FastAPI APIRouter")
+    return router

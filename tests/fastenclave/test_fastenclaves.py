@@ -1,0 +1,291 @@
+"""FastEnclaves: example apps in the enclave on loopback, one attested proxy per party, plain httpx."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import tracemalloc
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from fastapi import APIRouter
+from fastapi.testclient import TestClient
+
+from oblv_mpc import keys, manifest
+from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, load_pcr_file, measure
+from oblv_mpc.client import EnclaveClient
+from oblv_mpc.enclave import create_app
+from oblv_mpc.enclave.server import ServerThread
+from oblv_mpc.errors import KeyFileError
+from oblv_mpc.fastenclave import CallingParty
+from oblv_mpc.proxy import Proxy
+from oblv_mpc.relay import RecordingRelay
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTIES = ("alice", "bob", "carol")
+
+
+def _document(party_keys: dict[str, keys.PrivateKey]) -> dict[str, Any]:
+    return {
+        "version": 1,
+        "session": "fastenclaves",
+        "parties": {
+            p: {"public_key": keys.to_base64(party_keys[p].public_key()), "roles": ["reader"]} for p in PARTIES
+        },
+        "inputs": {},
+        "computations": {"none": {"sql": "SELECT 1 AS x FROM alice.t", "readers": ["alice"]}},
+    }
+
+
+@pytest.fixture(scope="module")
+def party_keys() -> dict[str, keys.PrivateKey]:
+    return {p: keys.generate() for p in (*PARTIES, "mallory")}
+
+
+def _manifest(party_keys: dict[str, keys.PrivateKey]) -> manifest.Manifest:
+    doc = _document(party_keys)
+    doc["parties"]["alice"]["roles"] = ["contributor", "reader"]
+    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}}}
+    return manifest.from_data(doc)
+
+
+@dataclass
+class Enclave:
+    url: str
+    port: int
+    process: subprocess.Popen[str]
+    policy_file: Path
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        self.process.communicate(timeout=20)
+
+
+def start_enclave(workspace: Path, port: int = 0) -> Enclave:
+    """`mpc enclave serve` with both example apps, as a real process."""
+    env = {**os.environ, "MPC_HOME": str(workspace / "home"), "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "oblv_mpc", "enclave", "serve", "--manifest", "s.yaml", "--port", str(port),
+         "--app", "examples.millionaires:router", "--app", "examples.psi_service:router"],
+        cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if line.startswith("ready: listening on "):
+            url = line.split()[3]
+            return Enclave(url, int(url.rsplit(":", 1)[1]), process, workspace / "enclave-pcrs.yaml")
+    raise AssertionError("".join(lines))
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, party_keys: dict[str, keys.PrivateKey]) -> Path:
+    doc = _document(party_keys)
+    doc["parties"]["alice"]["roles"] = ["contributor", "reader"]
+    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    return tmp_path
+
+
+@contextlib.contextmanager
+def proxies(
+    enclave_url: str, workspace: Path, party_keys: dict[str, keys.PrivateKey], logs: list[str]
+) -> Iterator[dict[str, str]]:
+    """One attested proxy per party, each on its own loopback port (as `mpc connect --lport`)."""
+    loaded = manifest.load(workspace / "s.yaml")
+    policy = load_pcr_file(workspace / "enclave-pcrs.yaml")
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for party in PARTIES:
+            http = stack.enter_context(httpx.Client(base_url=enclave_url, timeout=30))
+            client = EnclaveClient(http, loaded, party_keys[party], policy, chunk_bytes=1 << 20)
+            client.connect()
+            proxy = Proxy(client, logs.append, chunk_bytes=256 * 1024)
+            urls[party] = stack.enter_context(ServerThread(proxy.app)).url
+        yield urls
+
+
+@pytest.mark.slow
+def test_example_apps_through_proxies(workspace: Path, party_keys: dict[str, keys.PrivateKey]) -> None:
+    enclave = start_enclave(workspace)
+    logs: list[str] = []
+    try:
+        with proxies(enclave.url, workspace, party_keys, logs) as urls:
+            wealth = {"alice": 5_000_000, "bob": 7_250_000, "carol": 6_100_000}
+            early = httpx.get(f"{urls['alice']}/millionaires/richest")
+            assert early.status_code == 409 and early.json()["detail"]["waiting_for"] == ["alice", "bob", "carol"]
+            for party, amount in wealth.items():
+                answer = httpx.post(f"{urls[party]}/millionaires/wealth", json={"amount": amount})
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["submitted"] == party  # the route sees the right party
+            # a party cannot submit twice, nor as someone else: identity comes from its key
+            again = httpx.post(
+                f"{urls['bob']}/millionaires/wealth", json={"amount": 1}, headers={"x-mpc-party": "carol"}
+            )
+            assert again.status_code == 409 and "bob has already submitted" in again.text
+            result = httpx.get(f"{urls['carol']}/millionaires/richest").json()
+            assert result == {"richest": ["bob"], "asked_by": "carol"}
+
+            sets = {"alice": ["a", "b", "c", "d"], "bob": ["B", "c", "d", "e"], "carol": [" c", "d", "x"]}
+            for party, emails in sets.items():
+                csv_text = "email\n" + "".join(f"{e}@example.com\n" for e in emails)
+                assert httpx.post(f"{urls[party]}/psi/upload", content=csv_text).status_code == 200
+            assert httpx.get(f"{urls['alice']}/psi/cardinality").json() == {"cardinality": 2}
+        assert any("bob POST /millionaires/wealth -> 200" in line for line in logs)
+        assert not any("7250000" in line for line in logs)  # bodies are never logged
+    finally:
+        enclave.stop()
+
+
+def test_a_party_not_in_the_manifest_cannot_use_a_proxy(party_keys: dict[str, keys.PrivateKey], tmp_path: Path) -> None:
+    loaded = _manifest(party_keys)
+    ca = DevelopmentCA.load_or_create(tmp_path / "ca")
+    app = create_app(loaded, SimulatedNsm(ca, measure()))
+    with pytest.raises(KeyFileError, match="belongs to no party"):
+        EnclaveClient(TestClient(app), loaded, party_keys["mallory"], ca.policy(measure()))
+    # and a request signed by a non-party is refused by the enclave before any route runs
+    from oblv_mpc.protocol.envelope import seal_request
+
+    alice = EnclaveClient(TestClient(app), loaded, party_keys["alice"], ca.policy(measure()))
+    connection = alice.connect()
+    body = {"stream": os.urandom(16), "index": 0, "final": True, "data": b"", "method": "GET", "path": "/x"}
+    envelope, _, _ = seal_request(
+        connection.context, "http", "mallory", party_keys["mallory"], body, time_ms=int(time.time() * 1000)
+    )
+    response = TestClient(app).post("/v1/http", content=envelope)
+    assert response.status_code == 403 and response.json()["code"] == "unknown_party"
+
+
+def test_routes_cannot_be_reached_without_a_sealed_request(
+    party_keys: dict[str, keys.PrivateKey], tmp_path: Path
+) -> None:
+    seen: list[str] = []
+    router = APIRouter()
+
+    @router.get("/whoami")
+    def whoami(party: CallingParty) -> dict[str, str]:
+        seen.append(party.name)
+        return {"party": party.name}
+
+    loaded = _manifest(party_keys)
+    ca = DevelopmentCA.load_or_create(tmp_path / "ca")
+    app = create_app(loaded, SimulatedNsm(ca, measure()), routers=[router])
+    http = TestClient(app)
+    assert http.get("/whoami").status_code == 404  # user routes are not on the outer app at all
+    client = EnclaveClient(http, loaded, party_keys["carol"], ca.policy(measure()))
+    proxy = Proxy(client, lambda _line: None)
+    answer = TestClient(proxy.app).get("/whoami", headers={"x-mpc-party": "alice"})
+    assert answer.json() == {"party": "carol"}
+    assert seen == ["carol"]
+
+
+@pytest.mark.slow
+def test_large_body_streams_through_a_flat_proxy(workspace: Path, party_keys: dict[str, keys.PrivateKey]) -> None:
+    enclave = start_enclave(workspace)
+    try:
+        with proxies(enclave.url, workspace, party_keys, []) as urls:
+            size = 24 * 1024 * 1024
+            line = b"someone.with.a.long.address@example.com\n"
+
+            def body() -> Iterator[bytes]:
+                yield b"email\n"
+                block = line * (64 * 1024 // len(line))
+                for _ in range(size // len(block)):
+                    yield block
+
+            tracemalloc.start()
+            answer = httpx.post(f"{urls['alice']}/psi/upload", content=body(), timeout=120)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["distinct_emails"] == 1
+            # the proxy (in this process) never held the 24 MiB body: its peak stays near a few chunks
+            assert peak < 8 * 1024 * 1024, f"peak {peak / 2**20:.1f} MiB"
+    finally:
+        enclave.stop()
+
+
+@pytest.mark.slow
+def test_proxy_traffic_carries_no_plaintext(workspace: Path, party_keys: dict[str, keys.PrivateKey]) -> None:
+    enclave = start_enclave(workspace)
+    try:
+        with RecordingRelay(enclave.port) as relay, proxies(relay.url, workspace, party_keys, []) as urls:
+            secrets = {"alice": 918_273_645, "bob": 564_738_291, "carol": 192_837_465}
+            for party, amount in secrets.items():
+                assert httpx.post(f"{urls[party]}/millionaires/wealth", json={"amount": amount}).status_code == 200
+            for party in PARTIES:
+                csv_text = "email\n" + "".join(f"{party}-secret-{i}@example.com\n" for i in range(50))
+                httpx.post(f"{urls[party]}/psi/upload", content=csv_text)
+            answer = httpx.get(f"{urls['alice']}/millionaires/richest").text
+            httpx.get(f"{relay.url}/v1/info", params={"canary": "plaintext-canary-91c2"})
+        wire = bytes(relay.captured)
+        assert b"plaintext-canary-91c2" in wire  # the relay does see plaintext when there is some
+        for value in [
+            *map(str, secrets.values()),
+            "alice-secret-7@example.com",
+            "/millionaires/wealth",
+            answer,
+            '"richest"',
+        ]:
+            assert value.encode() not in wire, value
+    finally:
+        enclave.stop()
+
+
+@pytest.mark.slow
+def test_restarted_enclave_is_verified_again_before_anything_is_forwarded(
+    workspace: Path, party_keys: dict[str, keys.PrivateKey]
+) -> None:
+    enclave = start_enclave(workspace)
+    logs: list[str] = []
+    try:
+        with proxies(enclave.url, workspace, party_keys, logs) as urls:
+            assert httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 1}).status_code == 200
+            enclave.stop()
+            down = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 2})
+            assert down.status_code == 502
+            enclave = start_enclave(workspace, port=enclave.port)  # a restart: new keys, empty state
+            first = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 3})
+            assert first.status_code == 503 and "verified it again" in first.json()["error"]
+            assert any("re-verifying before forwarding anything" in line for line in logs)
+            assert any(line.startswith("enclave verified: instance") for line in logs)
+            retry = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 3})
+            assert retry.status_code == 200, retry.text  # the new enclave has no earlier submission
+    finally:
+        enclave.stop()
+
+
+@pytest.mark.slow
+def test_connect_lport_as_a_real_process(workspace: Path, party_keys: dict[str, keys.PrivateKey]) -> None:
+    enclave = start_enclave(workspace)
+    key = workspace / "alice_private.der"
+    keys.save_key_pair(party_keys["alice"], workspace, "alice")
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "oblv_mpc", "connect", "--url", enclave.url, "--pcr-file", str(enclave.policy_file),
+         "--manifest", "s.yaml", "--key", str(key), "--lport", "0"],
+        cwd=workspace, env={**os.environ, "MPC_HOME": str(workspace / "home"), "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proxy.stdout is not None
+        ready = proxy.stdout.readline()
+        assert ready.startswith("ready: proxy listening on http://127.0.0.1:"), ready
+        url = ready.split()[4]
+        answer = httpx.post(f"{url}/millionaires/wealth", json={"amount": 10})
+        assert answer.json()["submitted"] == "alice"
+    finally:
+        proxy.send_signal(signal.SIGINT)
+        _, errors = proxy.communicate(timeout=20)
+        enclave.stop()
+    assert proxy.returncode == 0
+    assert "alice POST /millionaires/wealth -> 200" in errors
