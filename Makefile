@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check clean
+.PHONY: demo test lint check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,12 @@ lint: $(STAMP)
 
 check: test lint
 
+# Benchmarks against cryptographic MPC (benchmarks/mpc_vs_crypto.py). SecretFlow SPU needs
+# numpy<2, which pyarrow refuses, so it gets a venv of its own.
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	test -x .venv-spu/bin/python || ($(PYTHON) -m venv .venv-spu && .venv-spu/bin/python -m pip install --quiet spu)
+	$(BIN)/python benchmarks/mpc_vs_crypto.py
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-spu .pytest_cache .mypy_cache .ruff_cache

@@ -137,14 +137,11 @@ class EnclaveService:
                 raise EnclaveRefused("replayed", "this request was already received; a replay is refused")
             self._seen[request.request_id] = now
 
-    def handle(self, op: str, envelope: bytes) -> Reply:
-        """Open, authenticate and answer one sealed request."""
-        if op not in OPERATIONS:
-            return Reply(404, {"code": "unknown_operation", "message": f"no operation {op!r}"})
-        manifest = self.manifest
+    def _open(self, op: str, envelope: bytes) -> Request | Reply:
+        """Open a sealed request, check its party's signature and its freshness; or the refusal."""
 
         def party_key(name: str) -> keys.PublicKey | None:
-            party = manifest.parties.get(name)
+            party = self.manifest.parties.get(name)
             return party.public_key if party else None
 
         try:
@@ -157,6 +154,18 @@ class EnclaveService:
             return Reply(403, {"code": exc.code, "message": exc.reason})
         try:
             self._check_fresh(request)
+        except EnclaveRefused as exc:
+            return self._refuse(request, exc.code, exc.reason)
+        return request
+
+    def handle(self, op: str, envelope: bytes) -> Reply:
+        """Open, authenticate and answer one sealed request."""
+        if op not in OPERATIONS:
+            return Reply(404, {"code": "unknown_operation", "message": f"no operation {op!r}"})
+        request = self._open(op, envelope)
+        if isinstance(request, Reply):
+            return request
+        try:
             body = self._dispatch(request)
         except EnclaveRefused as exc:
             return self._refuse(request, exc.code, exc.reason)
@@ -168,21 +177,10 @@ class EnclaveService:
 
     def open_http(self, envelope: bytes) -> Reply | HttpCall:
         """One sealed chunk of a request for the user's routes: a reply, or the complete call."""
-        manifest = self.manifest
-
-        def party_key(name: str) -> keys.PublicKey | None:
-            party = manifest.parties.get(name)
-            return party.public_key if party else None
-
+        request = self._open(HTTP_OPERATION, envelope)
+        if isinstance(request, Reply):
+            return request
         try:
-            request = open_request(self.context, self._hpke.private, HTTP_OPERATION, envelope, party_key)
-        except ProtocolError as exc:
-            return Reply(400, {"code": "cannot_open", "message": exc.message})
-        except EnclaveRefused as exc:
-            self.session.record_refusal(None, HTTP_OPERATION, exc.code)
-            return Reply(403, {"code": exc.code, "message": exc.reason})
-        try:
-            self._check_fresh(request)
             return self._http_chunk(request)
         except EnclaveRefused as exc:
             return self._refuse(request, exc.code, exc.reason)
