@@ -53,7 +53,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         processes = [
             subprocess.Popen(
-                [sys.executable, __file__, "--party", str(rank), protocol, source, str(Path(tmp) / f"out{rank}.csv"), *ports],
+                [
+                    sys.executable,
+                    __file__,
+                    "--party",
+                    str(rank),
+                    protocol,
+                    source,
+                    str(Path(tmp) / f"out{rank}.csv"),
+                    *ports,
+                ],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,

@@ -83,7 +83,9 @@ def run_duckdb(job: str, files: dict[str, Path]) -> dict[str, Any]:
     start = time.perf_counter()
     con = duckdb.connect()
     if job == "mean3":
-        union = " UNION ALL ".join(f"SELECT value FROM read_csv('{files[f'values_{p}']}')" for p in ("alice", "bob", "carol"))
+        union = " UNION ALL ".join(
+            f"SELECT value FROM read_csv('{files[f'values_{p}']}')" for p in ("alice", "bob", "carol")
+        )
         result = con.execute(f"SELECT avg(value) FROM ({union})").fetchone()[0]  # type: ignore[index]
     else:
         a, b = files["emails_alice"], files["emails_bob"]
@@ -108,7 +110,10 @@ def _mpc_document(job: str, identities: dict[str, Any], rows: int) -> dict[str, 
     return {
         "version": 1,
         "session": f"bench-{job}",
-        "parties": {p: {"public_key": keys.to_base64(identities[p].public_key()), "roles": ["contributor", "reader"]} for p in parties},
+        "parties": {
+            p: {"public_key": keys.to_base64(identities[p].public_key()), "roles": ["contributor", "reader"]}
+            for p in parties
+        },
         "inputs": {t: {"columns": column, "max_rows": rows * 2 + 10, "max_bytes": 1 << 34} for t in tables},
         "computations": {"answer": {**computation, "readers": list(parties)}},
     }
@@ -170,10 +175,8 @@ def run_openmined(job: str, files: dict[str, Path]) -> dict[str, Any]:
     )
     request = client.CreateRequest(client_items)
     response = server.ProcessRequest(request)
-    if reveal:
-        result = len(client.GetIntersection(setup, response))
-    else:
-        result = client.GetIntersectionSize(setup, response)
+    found = client.GetIntersection(setup, response) if reveal else None
+    result = len(found) if found is not None else client.GetIntersectionSize(setup, response)
     return {"seconds": time.perf_counter() - start, "result": result}
 
 
@@ -309,7 +312,9 @@ def main() -> int:
         "python": platform.python_version(),
         "command": "python benchmarks/mpc_vs_crypto.py " + " ".join(sys.argv[1:]),
     }
-    (args.out / "results.json").write_text(json.dumps({"machine": machine, "results": results}, indent=2, default=float))
+    (args.out / "results.json").write_text(
+        json.dumps({"machine": machine, "results": results}, indent=2, default=float)
+    )
     print()
     print(render_table(results))
     _plot(results, args.out / "results.png")
@@ -321,7 +326,10 @@ def _print_row(entry: dict[str, Any]) -> None:
     if entry["status"] == "ok":
         steps = entry.get("steps")
         detail = ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()) if steps else ""
-        print(f"{entry['job']:<16} {entry['rows']:>9,} {entry['system']:<14} {entry['seconds']:>9.3f}s  {detail}", flush=True)
+        print(
+            f"{entry['job']:<16} {entry['rows']:>9,} {entry['system']:<14} {entry['seconds']:>9.3f}s  {detail}",
+            flush=True,
+        )
     else:
         print(f"{entry['job']:<16} {entry['rows']:>9,} {entry['system']:<14} {entry['status']}", flush=True)
 
@@ -331,8 +339,15 @@ def _check_agreement(results: list[dict[str, Any]]) -> None:
     for entry in results:
         if entry["status"] != "ok" or entry["system"] == "duckdb":
             continue
-        truth = next((r for r in results if r["system"] == "duckdb" and r["job"] == entry["job"] and r["rows"] == entry["rows"]), None)
-        if truth and truth["status"] == "ok" and abs(float(truth["result"]) - float(entry["result"])) > 1e-6 * max(1.0, abs(float(truth["result"]))):
+        truth = next(
+            (r for r in results if r["system"] == "duckdb" and r["job"] == entry["job"] and r["rows"] == entry["rows"]),
+            None,
+        )
+        if (
+            truth
+            and truth["status"] == "ok"
+            and abs(float(truth["result"]) - float(entry["result"])) > 1e-6 * max(1.0, abs(float(truth["result"])))
+        ):
             entry["status"] = f"WRONG: {entry['result']} vs {truth['result']}"
 
 
@@ -340,7 +355,10 @@ def render_table(results: list[dict[str, Any]]) -> str:
     """Markdown: seconds per system, and mpc's speed-up over each baseline."""
     lines = ["| job | rows/party | system | seconds | mpc is x faster |", "| --- | ---: | --- | ---: | ---: |"]
     for entry in results:
-        mpc = next((r for r in results if r["system"] == "mpc" and r["job"] == entry["job"] and r["rows"] == entry["rows"]), None)
+        mpc = next(
+            (r for r in results if r["system"] == "mpc" and r["job"] == entry["job"] and r["rows"] == entry["rows"]),
+            None,
+        )
         if entry["status"] != "ok":
             lines.append(f"| {entry['job']} | {entry['rows']:,} | {entry['system']} | {entry['status']} | |")
             continue
@@ -366,7 +384,11 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     figure, axes = plt.subplots(1, len(JOBS), figsize=(5 * len(JOBS), 4), constrained_layout=True)
     for axis, job in zip(axes, JOBS, strict=True):
         for system in SYSTEMS[job]:
-            points = [(r["rows"], r["seconds"]) for r in results if r["job"] == job and r["system"] == system and r["status"] == "ok"]
+            points = [
+                (r["rows"], r["seconds"])
+                for r in results
+                if r["job"] == job and r["system"] == system and r["status"] == "ok"
+            ]
             if points:
                 xs, ys = zip(*sorted(points), strict=True)
                 axis.plot(xs, ys, marker="o", label=system)
