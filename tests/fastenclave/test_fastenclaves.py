@@ -292,3 +292,32 @@ def test_connect_lport_as_a_real_process(workspace: Path, party_keys: dict[str, 
         enclave.stop()
     assert proxy.returncode == 0
     assert "alice POST /millionaires/wealth -> 200" in errors
+
+
+def test_proxy_reattests_before_the_leaf_certificate_expires(
+    party_keys: dict[str, keys.PrivateKey], tmp_path: Path
+) -> None:
+    import datetime as dt
+
+    router = APIRouter()
+
+    @router.get("/ping")
+    def ping(party: CallingParty) -> dict[str, str]:
+        return {"pong": party.name}
+
+    loaded = _manifest(party_keys)
+    ca = DevelopmentCA.load_or_create(tmp_path / "ca")
+    app = create_app(loaded, SimulatedNsm(ca, measure()), routers=[router])
+    client = EnclaveClient(TestClient(app), loaded, party_keys["bob"], ca.policy(measure()))
+    client.connect()
+    first = client.connection
+    assert first is not None
+    now = [dt.datetime.now(dt.UTC)]
+    logs: list[str] = []
+    proxy = TestClient(Proxy(client, logs.append, clock=lambda: now[0]).app)
+    assert proxy.get("/ping").json() == {"pong": "bob"}
+    assert not any(line.startswith("enclave verified") for line in logs)  # still fresh: no re-attestation
+    now[0] = first.attestation.leaf_not_after - dt.timedelta(minutes=5)  # within 10 minutes of expiry
+    assert proxy.get("/ping").json() == {"pong": "bob"}
+    assert any(line.startswith("enclave verified") for line in logs)
+    assert client.connection is not first  # a fresh attestation was fetched and verified
