@@ -41,6 +41,7 @@ class _HttpStream:
     headers: list[tuple[str, str]]
     body: bytearray
     next_index: int
+    last_ms: int
 
 
 @dataclass(frozen=True)
@@ -197,7 +198,11 @@ class EnclaveService:
             or not isinstance(data, bytes)
         ):
             raise EnclaveRefused("bad_request", "http chunk needs stream, index, final and data")
+        now = int(self._clock().timestamp() * 1000)
         with self._seen_lock:
+            idle = self.settings.upload_idle_timeout_s * 1000
+            for key in [k for k, s in self._http.items() if now - s.last_ms > idle]:
+                del self._http[key]  # a request never finished: its body goes
             stream = self._http.get(stream_id)
             if index == 0:
                 if stream is not None:
@@ -216,7 +221,7 @@ class EnclaveService:
                     for k, v in headers
                     if str(k).lower() not in _HOP_BY_HOP and not str(k).lower().startswith("x-mpc")
                 ]
-                stream = _HttpStream(request.party, method.upper(), path, str(query), kept, bytearray(), 0)
+                stream = _HttpStream(request.party, method.upper(), path, str(query), kept, bytearray(), 0, now)
                 self._http[stream_id] = stream
             elif stream is None or stream.party != request.party:
                 raise EnclaveRefused("upload_sequence", f"chunk {index} of a request that is not in progress")
@@ -232,6 +237,7 @@ class EnclaveService:
                 )
             stream.body += data
             stream.next_index += 1
+            stream.last_ms = now
             if not final:
                 return Reply(200, seal_response(self.context, request, self._signing, body={"received": index}))
             del self._http[stream_id]

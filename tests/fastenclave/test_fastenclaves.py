@@ -321,3 +321,25 @@ def test_proxy_reattests_before_the_leaf_certificate_expires(
     assert proxy.get("/ping").json() == {"pong": "bob"}
     assert any(line.startswith("enclave verified") for line in logs)
     assert client.connection is not first  # a fresh attestation was fetched and verified
+
+
+def test_unfinished_requests_are_dropped_when_idle(party_keys: dict[str, keys.PrivateKey], tmp_path: Path) -> None:
+    import datetime as dt
+
+    from oblv_mpc.enclave import EnclaveService, EnclaveSettings
+
+    loaded = _manifest(party_keys)
+    ca = DevelopmentCA.load_or_create(tmp_path / "ca")
+    now = [dt.datetime.now(dt.UTC)]
+    service = EnclaveService(
+        loaded, SimulatedNsm(ca, measure()), EnclaveSettings(upload_idle_timeout_s=60), clock=lambda: now[0]
+    )
+    app = create_app(loaded, service.attestor, service=service)
+    client = EnclaveClient(TestClient(app), loaded, party_keys["alice"], ca.policy(measure()), clock=lambda: now[0])
+    body = {"stream": os.urandom(16), "index": 0, "final": False, "data": b"x" * 1000, "method": "POST", "path": "/x"}
+    assert client._call("http", body) == {"received": 0}
+    assert len(service._http) == 1
+    now[0] += dt.timedelta(seconds=61)
+    other = {**body, "stream": os.urandom(16)}
+    client._call("http", other)
+    assert list(service._http) == [other["stream"]]  # the idle one is gone
