@@ -148,10 +148,10 @@ class EnclaveService:
         try:
             request = open_request(self.context, self._hpke.private, op, envelope, party_key)
         except ProtocolError as exc:
-            self.session.record_refusal(None, op, "cannot_open")
+            self.session.count_unauthenticated()
             return Reply(400, {"code": "cannot_open", "message": exc.message})
         except EnclaveRefused as exc:
-            self.session.record_refusal(None, op, exc.code)
+            self.session.count_unauthenticated()
             return Reply(403, {"code": exc.code, "message": exc.reason})
         try:
             self._check_fresh(request)

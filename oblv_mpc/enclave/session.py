@@ -82,6 +82,7 @@ class Session:
         self.results: dict[str, ResultRecord] = {}
         self.frozen: set[str] = set()
         self.epsilon_spent = 0.0
+        self.unauthenticated_refusals = 0
         self.events: list[Event] = []
         self._record("start", {"session": manifest.session, "manifest": manifest.hash, "instance": instance.hex()})
 
@@ -104,10 +105,15 @@ class Session:
         }
         return sign_statement(self._signing, {**base, **fields})
 
-    def record_refusal(self, party: str | None, op: str, code: str) -> None:
-        """Refusals go into the transcript too (without the refused content)."""
+    def record_refusal(self, party: str, op: str, code: str) -> None:
+        """A party's refused request goes into the transcript (without the refused content)."""
         with self._lock:
             self._record("refusal", {"party": party, "op": op, "code": code})
+
+    def count_unauthenticated(self) -> None:
+        """Requests from no party are only counted: anyone can send them, so they are no events."""
+        with self._lock:
+            self.unauthenticated_refusals += 1
 
     def _purge_idle_uploads(self, now_ms: int) -> None:
         limit = self.settings.upload_idle_timeout_s * 1000
@@ -246,6 +252,7 @@ class Session:
             return {
                 "session": self.manifest.session,
                 "instance": self.instance.hex(),
+                "unauthenticated_refusals": self.unauthenticated_refusals,
                 "inputs": inputs,
                 "computations": computations,
             }

@@ -376,3 +376,13 @@ def test_a_forged_response_is_refused(world: World) -> None:
         open_response(connection.context, reply, "status", request_id, sealed, connection.signing_key)
     assert envelope
     assert issubclass(PolicyError, AttestationError)
+
+
+def test_requests_from_no_party_are_counted_not_recorded(world: World) -> None:
+    before = len(world.clients["bob"].transcript())
+    for _ in range(5):
+        assert _post(world, "status", b"not an envelope").status_code == 400
+    _post(world, "upload", _raw_upload(world, "mallory", world.keys["mallory"]))
+    status = world.clients["bob"].status()
+    assert status["unauthenticated_refusals"] == 6
+    assert len(world.clients["bob"].transcript()) == before  # anyone could send these: no events
