@@ -38,11 +38,11 @@ from oblv_mpc.errors import (
 )
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.protocol.binding import EnclaveBinding, sha256
-from oblv_mpc.protocol.envelope import Context, open_response, seal_request, verify_statement
+from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, Context, open_response, seal_request, verify_statement
 from oblv_mpc.protocol.hpke import KeyPair, SuiteName
 from oblv_mpc.protocol.transcript import Event, verify_chain
 
-KEY_HEADER = "X-Mpc-Enclave-Key"
+KEY_HEADER = ENCLAVE_KEY_HEADER
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 Clock = Callable[[], dt.datetime]
 

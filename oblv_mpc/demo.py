@@ -27,7 +27,7 @@ from oblv_mpc.enclave import create_app
 from oblv_mpc.enclave.server import ServerThread
 from oblv_mpc.errors import EnclaveRefused
 from oblv_mpc.manifest import Manifest
-from oblv_mpc.relay import RecordingRelay
+from oblv_mpc.relay import RecordingRelay, csv_values
 
 PARTY_NAMES = ("alice", "bob", "carol")
 LEVELS = ("junior", "mid", "senior", "staff")
@@ -131,15 +131,6 @@ class DemoOutcome:
     values_on_wire: int
 
 
-def _secrets(files: dict[str, Path]) -> set[bytes]:
-    found: set[bytes] = set()
-    for path in files.values():
-        for line in path.read_bytes().splitlines()[1:]:
-            found.add(line)
-            found.update(field for field in line.split(b",") if len(field) >= 6)
-    return found
-
-
 def run_session(setup: DemoSetup, say: Callable[[str], None], show: Callable[[str, Result], None]) -> DemoOutcome:
     """Serve the enclave and play every party's part against it, over real HTTP on loopback."""
     folder, loaded = setup.folder, setup.manifest
@@ -182,7 +173,7 @@ def run_session(setup: DemoSetup, say: Callable[[str], None], show: Callable[[st
         for client in clients.values():
             client.http.close()
     wire = bytes(relay.captured)
-    secrets = _secrets(setup.data_files)
+    secrets = csv_values(setup.data_files.values())
     leaked = sum(1 for value in secrets if value in wire)
     say(
         f"operator: recorded {len(wire):,} bytes on the wire; of {len(secrets):,} values from the parties' files, "

@@ -19,7 +19,8 @@ import httpx
 import yaml
 
 from oblv_mpc import keys, manifest
-from oblv_mpc.attestation import AttestationPolicy, load_pcr_file, policy_from_flags
+from oblv_mpc.attestation import AttestationPolicy
+from oblv_mpc.attestation.pcrs import choose_policy
 from oblv_mpc.client import Connection, EnclaveClient
 from oblv_mpc.errors import EnclaveRefused, UsageError
 
@@ -80,13 +81,9 @@ def now_iso() -> str:
 
 def policy_of(profile: Profile) -> AttestationPolicy:
     """The PCR policy a profile names: its PCR file, or the PCR0-2 given to ``mpc connect``."""
-    if profile.pcr_file:
-        return load_pcr_file(Path(profile.pcr_file), allow_debug_override=profile.allow_debug)
-    if profile.pcrs:
-        return policy_from_flags(
-            profile.pcrs["pcr0"], profile.pcrs["pcr1"], profile.pcrs["pcr2"], allow_debug=profile.allow_debug
-        )
-    raise UsageError("the profile names no PCR policy", hint="run `mpc connect` again with --pcr-file")
+    pcrs = profile.pcrs or {}
+    flags = (pcrs.get("pcr0"), pcrs.get("pcr1"), pcrs.get("pcr2"))
+    return choose_policy(Path(profile.pcr_file) if profile.pcr_file else None, flags, allow_debug=profile.allow_debug)
 
 
 def reconnect(profile: Profile, http: httpx.Client, identity: keys.PrivateKey) -> tuple[EnclaveClient, Connection]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+from collections.abc import Iterable
+from pathlib import Path
 from types import TracebackType
 
 
@@ -73,3 +75,13 @@ class RecordingRelay:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
                 sock.close()
+
+
+def csv_values(files: Iterable[Path], *, shortest: int = 6) -> set[bytes]:
+    """What to search a recording for: every data line of each CSV, and every field that long."""
+    found: set[bytes] = set()
+    for path in files:
+        for line in path.read_bytes().splitlines()[1:]:
+            found.add(line)
+            found.update(field for field in line.split(b",") if len(field) >= shortest)
+    return found

@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from oblv_mpc.attestation.policy import AWS_ROOT, PCR_BYTES, AttestationPolicy, PcrSet, TrustedRoot
-from oblv_mpc.errors import PcrFileError
+from oblv_mpc.errors import PcrFileError, UsageError
 
 PCR_FILE_VERSION = 1
 MAX_PCR_FILE_BYTES = 256 * 1024
@@ -134,6 +134,23 @@ def policy_from_flags(pcr0: str, pcr1: str, pcr2: str, *, allow_debug: bool = Fa
     values = {i: parse_pcr_hex(v, f"--pcr{i}") for i, v in enumerate((pcr0, pcr1, pcr2))}
     return AttestationPolicy(
         accepted=(PcrSet(values, name="command line"),), allow_debug=allow_debug, source="--pcr0/1/2"
+    )
+
+
+def choose_policy(
+    pcr_file: Path | None, pcrs: tuple[str | None, str | None, str | None], *, allow_debug: bool = False
+) -> AttestationPolicy:
+    """The policy from a PCR file or from PCR0-2 given as flags: exactly one, never none."""
+    if pcr_file is not None and any(pcrs):
+        raise UsageError("give --pcr-file or --pcr0/--pcr1/--pcr2, not both")
+    if pcr_file is not None:
+        return load_pcr_file(pcr_file, allow_debug_override=allow_debug)
+    pcr0, pcr1, pcr2 = pcrs
+    if pcr0 and pcr1 and pcr2:
+        return policy_from_flags(pcr0, pcr1, pcr2, allow_debug=allow_debug)
+    raise UsageError(
+        "no PCR policy: an enclave is only trusted against measurements you expect",
+        hint="pass --pcr-file F (from the image's builder, or `mpc pcrs import`), or all of --pcr0 --pcr1 --pcr2",
     )
 
 

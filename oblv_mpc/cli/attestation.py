@@ -29,6 +29,13 @@ def _read_document(path: Path) -> bytes:
         raise UsageError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return _read_document(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text") from None
+
+
 def warn_debug_allowed() -> None:
     """The loud line every command prints when debug enclaves are allowed."""
     warn(
@@ -142,11 +149,7 @@ def pcrs_import(
     force: bool = typer.Option(False, "--force", help="Replace an existing PCR file."),
 ) -> None:
     """Turn nitro-cli's measurements (PCR0-2, SHA-384) into a PCR file."""
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{source}: cannot read ({type(exc).__name__})") from None
-    policy = from_nitro_cli(text, source=str(source), name=name)
+    policy = from_nitro_cli(_read_text(source), source=str(source), name=name)
     if output.exists() and not force:
         raise UsageError(f"{output} already exists", hint="pass --force to replace it, or --out another file")
     write_pcr_file(policy, output, description=f"imported from {source.name}")
@@ -161,11 +164,7 @@ def pcrs_compare(
     pcr_file: Path = typer.Option(..., "--pcr-file", help="The PCR file the operator published."),
 ) -> None:
     """Check that the image you rebuilt measures to one of the PCR sets the operator published."""
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{source}: cannot read ({type(exc).__name__})") from None
-    rebuilt = from_nitro_cli(text, source=str(source)).accepted[0]
+    rebuilt = from_nitro_cli(_read_text(source), source=str(source)).accepted[0]
     published = load_pcr_file(pcr_file)
     for accepted in published.accepted:
         if all(rebuilt.values.get(i) == v for i, v in accepted.values.items()):

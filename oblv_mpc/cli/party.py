@@ -16,7 +16,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from oblv_mpc import keys, manifest, profile
-from oblv_mpc.attestation import AttestationPolicy, load_pcr_file, policy_from_flags
+from oblv_mpc.attestation.pcrs import choose_policy
 from oblv_mpc.cli._console import err, out, print_json, warn
 from oblv_mpc.cli._secrets import load_private_key
 from oblv_mpc.cli.attestation import ALLOW_DEBUG_HELP, warn_debug_allowed
@@ -71,18 +71,7 @@ def connect(
     if key is None:
         raise UsageError("--key is required: your private key file", hint="e.g. --key alice_private.der")
     flags = (pcr0, pcr1, pcr2)
-    if pcr_file is not None and any(flags):
-        raise UsageError("give --pcr-file or --pcr0/--pcr1/--pcr2, not both")
-    policy: AttestationPolicy
-    if pcr_file is not None:
-        policy = load_pcr_file(pcr_file, allow_debug_override=allow_debug_enclave)
-    elif all(flags):
-        policy = policy_from_flags(*flags, allow_debug=allow_debug_enclave)  # type: ignore[arg-type]
-    else:
-        raise UsageError(
-            "no PCR policy: an enclave is only trusted against measurements you expect",
-            hint="pass --pcr-file F (from the image's builder, or `mpc pcrs import`), or all of --pcr0 --pcr1 --pcr2",
-        )
+    policy = choose_policy(pcr_file, flags, allow_debug=allow_debug_enclave)
     if policy.allow_debug:
         warn_debug_allowed()
     loaded = manifest.load(manifest_path)

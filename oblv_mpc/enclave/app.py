@@ -34,8 +34,9 @@ from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.errors import ManifestError
 from oblv_mpc.fastenclave import MANIFEST_SCOPE_KEY, PARTY_SCOPE_KEY, Caller, user_app
 from oblv_mpc.manifest import Manifest
+from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER
 
-KEY_HEADER = "X-Mpc-Enclave-Key"
+KEY_HEADER = ENCLAVE_KEY_HEADER
 SEALED = "application/octet-stream"
 
 

@@ -29,6 +29,9 @@ from oblv_mpc.protocol import hpke
 from oblv_mpc.protocol.hpke import KeyPair, SuiteName
 
 PROTOCOL = "oblv_mpc/1"
+# Advisory, unauthenticated: the SHA-256 of the enclave key a request is sealed to, so that a
+# restarted enclave can say so instead of "does not open" (docs/protocol.md, Restarts).
+ENCLAVE_KEY_HEADER = "X-Mpc-Enclave-Key"
 REQUEST_ID_BYTES = 16
 MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 _REQUEST_DOMAIN = b"oblv_mpc/1 request\x00"

@@ -139,10 +139,23 @@ def party(mpc: Runner, workspace: Path, name: str, *args: str) -> subprocess.Com
     return mpc(*args, cwd=workspace / name, env={"MPC_HOME": str(workspace / "home")})
 
 
-def connect(mpc: Runner, workspace: Path, server: Server, name: str, *extra: str) -> subprocess.CompletedProcess[str]:
+def connect(
+    mpc: Runner,
+    workspace: Path,
+    server: Server,
+    name: str,
+    *extra: str,
+    url: str | None = None,
+    pcr_file: Path | None = None,
+    manifest: str = "../sessions/s.yaml",
+    key: str | None = None,
+    no_pcr_file: bool = False,
+) -> subprocess.CompletedProcess[str]:
+    """`mpc connect` as party ``name``; each part can be swapped for a wrong one."""
+    pcrs = [] if no_pcr_file else ["--pcr-file", str(pcr_file or server.pcr_file)]
     return party(
-        mpc, workspace, name, "connect", "--url", server.url, "--pcr-file", str(server.pcr_file),
-        "--manifest", "../sessions/s.yaml", "--key", f"../{name}_private.der", *extra,
+        mpc, workspace, name, "connect", "--url", url or server.url, *pcrs,
+        "--manifest", manifest, "--key", key or f"../{name}_private.der", *extra,
     )  # fmt: skip
 
 
@@ -197,18 +210,7 @@ def test_failure_paths(mpc: Runner, workspace: Path, server: Server) -> None:
     assert done.returncode == 2 and "mpc connect" in done.stderr
 
     # no PCR policy at all
-    done = party(
-        mpc,
-        workspace,
-        "alice",
-        "connect",
-        "--url",
-        server.url,
-        "--manifest",
-        "../sessions/s.yaml",
-        "--key",
-        "../alice_private.der",
-    )
+    done = connect(mpc, workspace, server, "alice", no_pcr_file=True)
     assert done.returncode == 2 and "no PCR policy" in done.stderr
 
     # wrong PCR file: measurements of some other build
@@ -216,48 +218,19 @@ def test_failure_paths(mpc: Runner, workspace: Path, server: Server) -> None:
     text = server.pcr_file.read_text()
     start = text.index("pcr0: ") + 6
     wrong.write_text(text[:start] + ("0" if text[start] != "0" else "1") + text[start + 1 :])
-    done = party(
-        mpc,
-        workspace,
-        "alice",
-        "connect",
-        "--url",
-        server.url,
-        "--pcr-file",
-        str(wrong),
-        "--manifest",
-        "../sessions/s.yaml",
-        "--key",
-        "../alice_private.der",
-    )
+    done = connect(mpc, workspace, server, "alice", pcr_file=wrong)
     assert done.returncode == 4 and "PCR0 mismatch" in done.stderr and "do not send it anything" in done.stderr
 
     # a key that is in no party's entry
     done = connect(mpc, workspace, server, "alice").returncode
     assert done == 0
-    mallory = party(
-        mpc, workspace, "alice", "connect", "--url", server.url, "--pcr-file", str(server.pcr_file),
-        "--manifest", "../sessions/s.yaml", "--key", "../mallory_private.der",
-    )  # fmt: skip
+    mallory = connect(mpc, workspace, server, "alice", key="../mallory_private.der")
     assert mallory.returncode == 3 and "belongs to no party" in mallory.stderr
 
     # a manifest other than the one the enclave runs
     other = workspace / "sessions/other.yaml"
     other.write_text((workspace / "sessions/s.yaml").read_text().replace("session: s", "session: s2"))
-    done = party(
-        mpc,
-        workspace,
-        "bob",
-        "connect",
-        "--url",
-        server.url,
-        "--pcr-file",
-        str(server.pcr_file),
-        "--manifest",
-        str(other),
-        "--key",
-        "../bob_private.der",
-    )
+    done = connect(mpc, workspace, server, "bob", manifest=str(other))
     assert done.returncode == 4 and "[manifest]" in done.stderr and "you hold" in done.stderr
 
     # schema errors: nothing is sent
@@ -288,20 +261,7 @@ def test_failure_paths(mpc: Runner, workspace: Path, server: Server) -> None:
     # the enclave is not running at all
     done = party(mpc, workspace, "alice", "status")
     assert done.returncode == 6 and "no answer from the enclave" in done.stderr
-    done = party(
-        mpc,
-        workspace,
-        "carol",
-        "connect",
-        "--url",
-        f"http://127.0.0.1:{free_port()}",
-        "--pcr-file",
-        str(server.pcr_file),
-        "--manifest",
-        "../sessions/s.yaml",
-        "--key",
-        "../carol_private.der",
-    )
+    done = connect(mpc, workspace, server, "carol", url=f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 6
     for output in (done.stderr,):
         assert "Traceback" not in output

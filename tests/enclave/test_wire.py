@@ -9,7 +9,7 @@ import httpx
 
 from oblv_mpc import keys
 from oblv_mpc.attestation import DevelopmentCA, Measurements
-from oblv_mpc.relay import RecordingRelay
+from oblv_mpc.relay import RecordingRelay, csv_values
 from tests.enclave.conftest import PARTIES, make_world, serve
 
 
@@ -38,11 +38,7 @@ def test_the_operator_sees_only_ciphertext(
     assert len(wire) > uploaded  # the relay saw the whole session
     assert b"plaintext-canary-7f3a" in wire
 
-    secrets: set[bytes] = set()
-    for path in world.files.values():
-        for line in path.read_bytes().splitlines()[1:]:
-            secrets.add(line)
-            secrets.update(field for field in line.split(b",") if len(field) >= 6)
+    secrets = csv_values(world.files.values())
     for result in results.values():
         for row in result.rows:
             for value in row:
