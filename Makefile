@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check bench clean
+.PHONY: demo test test-any-date lint check bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The suite again with the clock at 2026-01-01 and 2035-12-31, in time zones east and west of UTC.
+test-any-date: $(STAMP)
+	$(BIN)/python .ci/any_date.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -141,7 +141,7 @@ class EnclaveClient:
         self.manifest = manifest
         self._identity = identity
         self.policy = policy
-        self._clock = clock
+        self.clock = clock
         self.chunk_bytes = chunk_bytes
         found = manifest.party_for_key(identity.public_key())
         if found is None:
@@ -199,7 +199,7 @@ class EnclaveClient:
         except ValueError:
             raise ProtocolError(f"unknown HPKE suite {answer.get('suite')!r}") from None
         expected_public = hpke_public if suite is SuiteName.X25519 else None
-        verified = verify(document, policy=self.policy, now=self._clock(), nonce=nonce, public_key=expected_public)
+        verified = verify(document, policy=self.policy, now=self.clock(), nonce=nonce, public_key=expected_public)
         binding = EnclaveBinding.decode(verified.user_data)
         ours = self.manifest.hash
         if binding.manifest_sha256.hex() != ours:
@@ -227,7 +227,7 @@ class EnclaveClient:
 
     def _seal(self, op: str, body: Any) -> _Sealed:
         connection = self.connection or self.connect()
-        time_ms = int(self._clock().timestamp() * 1000)
+        time_ms = int(self.clock().timestamp() * 1000)
         envelope, reply, request_id = seal_request(
             connection.context, op, self.party.name, self._identity, body, time_ms=time_ms
         )

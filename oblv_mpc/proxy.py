@@ -38,12 +38,12 @@ class Proxy:
         client: EnclaveClient,
         log: Callable[[str], None],
         *,
-        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock: Callable[[], dt.datetime] | None = None,
         chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self.client = client
         self.log = log
-        self.clock = clock
+        self.clock = clock or client.clock  # one clock for the attestation it checks and its expiry
         self.chunk_bytes = chunk_bytes
         self._lock = threading.Lock()
         self.verified = client.connection is not None

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from oblv_mpc import keys
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _own_mpc_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reads or writes the user's ``~/.mpc`` (its development CA was made under another clock)."""
+    previous = os.environ.get("MPC_HOME")
+    os.environ["MPC_HOME"] = str(tmp_path_factory.mktemp("mpc-home"))
+    yield
+    if previous is None:
+        os.environ.pop("MPC_HOME", None)
+    else:
+        os.environ["MPC_HOME"] = previous
 
 
 @pytest.fixture(scope="session")

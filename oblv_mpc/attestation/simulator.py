@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from oblv_mpc.attestation.measure import Measurements
 from oblv_mpc.attestation.policy import AttestationPolicy, PcrSet, TrustedRoot
+from oblv_mpc.errors import NsmError
 
 Clock = Callable[[], dt.datetime]
 LEAF_LIFETIME = dt.timedelta(hours=3)  # as AWS's leaf certificates
@@ -124,6 +125,32 @@ class DevelopmentCA:
     def cabundle(self) -> list[bytes]:
         return [c.public_bytes(serialization.Encoding.DER) for c in self.certificates]
 
+    @property
+    def not_before(self) -> dt.datetime:
+        """From when every certificate of the CA is valid."""
+        return max(c.not_valid_before_utc for c in self.certificates)
+
+    @property
+    def not_after(self) -> dt.datetime:
+        """Until when every certificate of the CA is valid."""
+        return min(c.not_valid_after_utc for c in self.certificates)
+
+    def check_valid_at(self, now: dt.datetime) -> None:
+        """Refuse, saying what to do, when the CA cannot issue a certificate valid at ``now``.
+
+        A CA made under one clock (say the real one) is not valid under another far from it (a
+        test's injected clock, a machine whose clock was wrong); leaves issued then would fail
+        every verification with a puzzling "not yet valid".
+        """
+        if not self.not_before <= now <= self.not_after - LEAF_LIFETIME:
+            raise NsmError(
+                f"the development CA in {self.directory} is valid from {self.not_before:%Y-%m-%dT%H:%M:%SZ} "
+                f"to {self.not_after:%Y-%m-%dT%H:%M:%SZ}; it cannot issue a leaf valid at {now:%Y-%m-%dT%H:%M:%SZ} "
+                "(the simulated enclave's clock)",
+                hint="check the clock; or delete that folder to make a new development CA (parties then need "
+                "the new PCR file, which pins the new root)",
+            )
+
     @classmethod
     def load_or_create(cls, directory: Path | None = None, *, clock: Clock = _utcnow) -> DevelopmentCA:
         """Load the CA kept in ``directory``, creating it on first use."""
@@ -211,7 +238,14 @@ class SimulatedNsm:
         return values
 
     def _current_leaf(self, now: dt.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-        if self._leaf is None or self._leaf_key is None or now >= self._leaf.not_valid_after_utc - _RENEW_BEFORE:
+        leaf, key = self._leaf, self._leaf_key
+        fresh = (
+            leaf is not None
+            and key is not None
+            and leaf.not_valid_before_utc <= now < leaf.not_valid_after_utc - _RENEW_BEFORE
+        )
+        if not fresh:
+            self.ca.check_valid_at(now)
             key = ec.generate_private_key(ec.SECP384R1())
             leaf = _issue(
                 f"{self.module_id}.simulated",
@@ -224,7 +258,8 @@ class SimulatedNsm:
                 ca=False,
             )
             self._leaf, self._leaf_key = leaf, key
-        return self._leaf, self._leaf_key
+        assert leaf is not None and key is not None
+        return leaf, key
 
     def attest(self, *, nonce: bytes | None, user_data: bytes | None, public_key: bytes | None) -> bytes:
         """A COSE_Sign1 attestation document, as the Nitro NSM would return it."""

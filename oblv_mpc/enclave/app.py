@@ -29,7 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from oblv_mpc import __version__
 from oblv_mpc import manifest as manifest_module
 from oblv_mpc.attestation import Attestor
-from oblv_mpc.enclave.service import OPERATIONS, EnclaveService, HttpCall, Reply
+from oblv_mpc.enclave.service import OPERATIONS, Clock, EnclaveService, HttpCall, Reply, utcnow
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.errors import ManifestError
 from oblv_mpc.fastenclave import MANIFEST_SCOPE_KEY, PARTY_SCOPE_KEY, Caller, user_app
@@ -83,7 +83,7 @@ async def provision(request: Request) -> dict[str, Any]:
             loaded = manifest_module.parse(body.decode("utf-8", "replace"), source="provisioned manifest")
         except ManifestError as exc:
             raise HTTPException(422, detail={"code": "invalid_manifest", "message": exc.message}) from None
-        app.state.enclave = EnclaveService(loaded, app.state.attestor, app.state.settings)
+        app.state.enclave = EnclaveService(loaded, app.state.attestor, app.state.settings, clock=app.state.clock)
     return {"session": loaded.session, "manifest_sha256": loaded.hash}
 
 
@@ -252,10 +252,13 @@ def create_app(
     *,
     service: EnclaveService | None = None,
     routers: list[APIRouter] | None = None,
+    clock: Clock = utcnow,
 ) -> FastAPI:
     """The enclave app for one session. Builds nothing at import time.
 
-    With ``manifest=None`` the app waits to be provisioned (``POST /v1/provision``).
+    With ``manifest=None`` the app waits to be provisioned (``POST /v1/provision``). ``clock`` is
+    the enclave's wall clock (request windows, transcript and statement times); a provisioned
+    service gets the same one.
     """
     app = FastAPI(
         title="oblv_mpc enclave",
@@ -267,10 +270,11 @@ def create_app(
     app.state.attestor = attestor
     app.state.settings = settings
     app.state.provision_lock = asyncio.Lock()
+    app.state.clock = clock
     if service is not None:
         app.state.enclave = service
     else:
-        app.state.enclave = EnclaveService(manifest, attestor, settings) if manifest is not None else None
+        app.state.enclave = EnclaveService(manifest, attestor, settings, clock=clock) if manifest is not None else None
     app.include_router(info_router)
     app.include_router(sealed_router)
     return app

@@ -56,7 +56,8 @@ class HttpCall:
     body: bytes
 
 
-def _utcnow() -> dt.datetime:
+def utcnow() -> dt.datetime:
+    """The real wall clock, in UTC: the default wherever a clock is injected."""
     return dt.datetime.now(dt.UTC)
 
 
@@ -77,7 +78,7 @@ class EnclaveService:
         attestor: Attestor,
         settings: EnclaveSettings | None = None,
         *,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.manifest = manifest
         self.attestor = attestor

@@ -31,9 +31,15 @@ def own_policy(document: bytes, *, allow_debug: bool = False) -> AttestationPoli
     return AttestationPolicy(accepted=(PcrSet({i: pcrs[i] for i in (0, 1, 2)}, "own"),), allow_debug=allow_debug)
 
 
+# The clock every simulated document, certificate and verification in these tests runs on. It is
+# injected everywhere (the development CA included), so it is far from any real date on purpose:
+# a code path that reads the real clock instead fails here on every day, not on some later one.
+EPOCH = dt.datetime(2031, 7, 1, 12, 0, tzinfo=dt.UTC)
+
+
 @pytest.fixture(scope="session")
 def dev_ca(tmp_path_factory: pytest.TempPathFactory) -> DevelopmentCA:
-    return DevelopmentCA.load_or_create(tmp_path_factory.mktemp("ca") / "dev-ca")
+    return DevelopmentCA.load_or_create(tmp_path_factory.mktemp("ca") / "dev-ca", clock=lambda: EPOCH)
 
 
 @pytest.fixture(scope="session")
@@ -43,8 +49,8 @@ def measurements() -> Measurements:
 
 @pytest.fixture
 def clock() -> list[dt.datetime]:
-    """A settable clock: tests move ``clock[0]``."""
-    return [dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)]
+    """A settable clock, starting at :data:`EPOCH`: tests move ``clock[0]``."""
+    return [EPOCH]
 
 
 @pytest.fixture

@@ -10,18 +10,16 @@ from hypothesis import strategies as st
 
 from oblv_mpc.attestation import AttestationPolicy, DevelopmentCA, SimulatedNsm, document_time, measure, verify
 from oblv_mpc.errors import AttestationError
-from tests.attestation.conftest import VECTORS, own_policy
-
-_NOW = dt.datetime(2026, 11, 24, 12, 0, tzinfo=dt.UTC)
+from tests.attestation.conftest import EPOCH, VECTORS, own_policy
 
 
 def _simulated(tmp: str) -> tuple[bytes, AttestationPolicy, dt.datetime]:
     from pathlib import Path
 
-    ca = DevelopmentCA.load_or_create(Path(tmp) / "ca")
+    ca = DevelopmentCA.load_or_create(Path(tmp) / "ca", clock=lambda: EPOCH)
     m = measure()
-    doc = SimulatedNsm(ca, m, clock=lambda: _NOW).attest(nonce=b"n" * 32, user_data=b"u" * 32, public_key=b"k" * 32)
-    return doc, ca.policy(m), _NOW
+    doc = SimulatedNsm(ca, m, clock=lambda: EPOCH).attest(nonce=b"n" * 32, user_data=b"u" * 32, public_key=b"k" * 32)
+    return doc, ca.policy(m), EPOCH
 
 
 Target = tuple[str, bytes, AttestationPolicy, dt.datetime]

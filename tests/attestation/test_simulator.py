@@ -22,7 +22,8 @@ from oblv_mpc.attestation import (
     verify,
 )
 from oblv_mpc.attestation.measure import code_files, extend
-from oblv_mpc.errors import CertificateChainError, PolicyError
+from oblv_mpc.errors import CertificateChainError, NsmError, PolicyError
+from tests.attestation.conftest import EPOCH
 
 
 def test_simulated_documents_pass_the_same_verifier(
@@ -139,3 +140,37 @@ def test_measurement_is_the_documented_extend(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not measured")
     assert [p.relative_to(tmp_path).as_posix() for p in code_files(tmp_path)] == ["a/z.py", "b.py"]
     assert measure(tmp_path).pcr0 == extend([b"a/z.py\x00z", b"b.py\x00b"])
+
+
+@pytest.mark.parametrize(
+    "offset",
+    [-dt.timedelta(days=1), dt.timedelta(days=3650)],
+    ids=["before-the-ca-was-made", "after-the-ca-expires"],
+)
+def test_a_simulated_enclave_refuses_to_attest_outside_its_cas_validity(
+    dev_ca: DevelopmentCA, measurements: Measurements, offset: dt.timedelta
+) -> None:
+    nsm = SimulatedNsm(dev_ca, measurements, clock=lambda: EPOCH + offset)
+    with pytest.raises(NsmError, match=r"development CA .* is valid from") as info:
+        nsm.attest(nonce=None, user_data=None, public_key=None)
+    assert "delete that folder" in (info.value.hint or "")
+
+
+def test_a_ca_made_under_an_injected_clock_issues_documents_valid_at_that_clock(
+    tmp_path: Path, measurements: Measurements
+) -> None:
+    when = dt.datetime(2034, 2, 3, 4, 5, tzinfo=dt.UTC)
+    ca = DevelopmentCA.load_or_create(tmp_path / "ca", clock=lambda: when)
+    assert ca.not_before <= when < ca.not_after
+    doc = SimulatedNsm(ca, measurements, clock=lambda: when).attest(nonce=None, user_data=None, public_key=None)
+    assert verify(doc, policy=ca.policy(measurements), now=when).timestamp == when
+
+
+def test_a_clock_moved_back_gets_a_leaf_valid_at_the_new_time(
+    nsm: SimulatedNsm, dev_ca: DevelopmentCA, measurements: Measurements, clock: list[dt.datetime]
+) -> None:
+    clock[0] = EPOCH + dt.timedelta(hours=2)
+    nsm.attest(nonce=None, user_data=None, public_key=None)
+    clock[0] = EPOCH + dt.timedelta(minutes=30)
+    doc = nsm.attest(nonce=None, user_data=None, public_key=None)
+    verify(doc, policy=dev_ca.policy(measurements), now=clock[0])

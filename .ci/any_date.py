@@ -1,0 +1,80 @@
+"""Run the whole test suite again with the process clock at other dates and in other time zones.
+
+A test that pins a date while something it creates reads the real clock (a date bomb) passes on
+the day it is written and fails on every later one. Run under these clocks, it fails the day it
+is written. libfaketime (LD_PRELOAD, inherited by every subprocess the tests start: servers, the
+CLI) moves the wall clock; the monotonic clock is left alone, so timeouts behave.
+
+The dates are the ends of the range the suite must pass in (2026-01-01 to 2035-12-31), one in a
+time zone far east of UTC and one far west, so neither the date nor the zone can matter.
+
+Usage: ``python .ci/any_date.py [pytest args]`` (``make test-any-date``). Exits non-zero if any
+run fails, or if the clock could not be moved (a run at the real date would prove nothing).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+CLOCKS = (
+    # (FAKETIME start, read in TZ, the UTC date it must land on)
+    ("@2026-01-01 18:00:00", "Pacific/Kiritimati", dt.date(2026, 1, 1)),
+    ("@2035-12-31 10:00:00", "America/Adak", dt.date(2035, 12, 31)),
+)
+
+
+def _library() -> Path:
+    import libfaketime  # the vendored build of libfaketime that the `libfaketime` wheel ships
+
+    found = Path(libfaketime.__file__).parent / "vendor" / "libfaketime" / "src" / "libfaketime.so.1"
+    if not found.is_file():
+        sys.exit(f"any-date: libfaketime.so.1 not found at {found}")
+    return found
+
+
+def _environment(library: Path, start: str, zone: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LD_PRELOAD=str(library),
+        FAKETIME=start,
+        FAKETIME_DONT_FAKE_MONOTONIC="1",
+        DONT_FAKE_MONOTONIC="1",
+        FAKETIME_NO_CACHE="1",
+        TZ=zone,
+    )
+    return env
+
+
+def _check_moved(env: dict[str, str], expected: dt.date) -> None:
+    probe = "import datetime as d; print(d.datetime.now(d.UTC).date().isoformat())"
+    seen = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    if seen.stdout.strip() != expected.isoformat():
+        sys.exit(
+            f"any-date: the clock did not move to {expected} (a probe saw {seen.stdout.strip()!r}; "
+            f"stderr {seen.stderr.strip()!r}): refusing to call a run at the real date a shifted one"
+        )
+
+
+def main(argv: list[str]) -> int:
+    library = _library()
+    failed = []
+    for start, zone, expected in CLOCKS:
+        env = _environment(library, start, zone)
+        _check_moved(env, expected)
+        print(f"any-date: the whole suite with the clock at {start[1:]} {zone} ({expected} UTC)", flush=True)
+        code = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv], env=env
+        ).returncode
+        if code != 0:
+            failed.append(f"{expected} ({zone}): pytest exited {code}")
+    for line in failed:
+        print(f"any-date: FAILED at {line}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
