@@ -23,6 +23,7 @@ from oblv_mpc.cli.attestation import ALLOW_DEBUG_HELP, warn_debug_allowed
 from oblv_mpc.client import Connection, EnclaveClient, Result
 from oblv_mpc.errors import KeyFileError, UsageError
 from oblv_mpc.manifest import Role
+from oblv_mpc.privacy_ledger import PrivacyLedger, check_new_instance
 
 _PROFILE = typer.Option(profile.DEFAULT_DIR, "--profile", help="The connection profile's folder.")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -47,6 +48,11 @@ def _session(profile_dir: Path) -> Iterator[tuple[EnclaveClient, profile.Profile
     with httpx.Client(base_url=saved.url, timeout=_TIMEOUT) as http:
         client, connection = profile.reconnect(saved, http, identity)
         _announce(connection)
+        if client.manifest.privacy_budget is not None:
+            # Remember what this instance has spent, so a restart's fresh budget is noticed (privacy_ledger).
+            spent = client.status().get("privacy", {}).get("spent")
+            if isinstance(spent, int | float):
+                PrivacyLedger(profile_dir).record(client.manifest.hash, connection.instance.hex(), float(spent))
         yield client, saved
 
 
@@ -161,6 +167,11 @@ def _receipt_file(profile_dir: Path, table: str) -> Path:
 def submit(
     file: Path = typer.Argument(..., help="The CSV file to submit."),
     table: str = typer.Option(..., "--table", help="Which of your tables it is (e.g. employees)."),
+    allow_fresh_privacy_budget: bool = typer.Option(
+        False,
+        "--allow-fresh-privacy-budget",
+        help="Submit to a restarted enclave although an earlier one already spent privacy budget (loud).",
+    ),
     profile_dir: Path = _PROFILE,
     as_json: bool = _JSON,
 ) -> None:
@@ -177,9 +188,18 @@ def submit(
     err.print(f"checking {file} against {qualified}'s schema (nothing is sent yet)")
     summary = validate_file(file, declared)
     err.print(f"[green]✓[/] {summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...")
-    with _session(profile_dir) as (client, _), _progress() as progress:
-        task = progress.add_task(f"uploading {file.name}", total=summary.size)
-        receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
+    with _session(profile_dir) as (client, _):
+        assert client.connection is not None
+        check_new_instance(
+            PrivacyLedger(profile_dir),
+            loaded.hash,
+            client.connection.instance.hex(),
+            allow_fresh_budget=allow_fresh_privacy_budget,
+            warn=warn,
+        )
+        with _progress() as progress:
+            task = progress.add_task(f"uploading {file.name}", total=summary.size)
+            receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
     assert client.connection is not None
     record = {
         "receipt": {k: v for k, v in receipt.statement.items()},
@@ -192,7 +212,9 @@ def submit(
     if as_json:
         print_json(record["receipt"])
         return
-    out.print(f"[green]✓[/] {qualified}: {receipt.rows:,} rows accepted, SHA-256 {receipt.sha256}")
+    replaced = " (it replaced your earlier upload)" if receipt.replaced else ""
+    out.print(f"[green]✓[/] {qualified}: {receipt.rows:,} rows accepted{replaced}, SHA-256 {receipt.sha256}")
+    err.print(f"others see only its commitment {receipt.commitment[:16]}...; the receipt keeps the salt to prove it")
     err.print(f"signed receipt saved in {path}")
 
 
@@ -215,15 +237,21 @@ def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
     if as_json:
         print_json(answer)
         return
-    inputs = Table(title=f"inputs of {answer['session']}", title_justify="left")
-    for heading in ("table", "party", "state", "rows", "SHA-256"):
+    inputs = Table(
+        title=f"inputs of {answer['session']}",
+        title_justify="left",
+        caption="others' inputs show as salted commitments; rows and SHA-256 of your own only",
+        caption_justify="left",
+    )
+    for heading in ("table", "party", "state", "rows", "SHA-256 (yours)", "commitment"):
         inputs.add_column(heading)
     for name, entry in sorted(answer["inputs"].items()):
         state = ("[green]submitted[/]" if entry["submitted"] else "[yellow]missing[/]") + (
             " (frozen)" if entry["frozen"] else ""
         )
-        rows = f"{entry['rows']:,}" if entry["rows"] is not None else "-"
-        inputs.add_row(name, entry["party"], state, rows, (entry["sha256"] or "-")[:16])
+        rows = f"{entry['rows']:,}" if entry.get("rows") is not None else "-"
+        sha = (entry.get("sha256") or "-")[:16]
+        inputs.add_row(name, entry["party"], state, rows, sha, (entry.get("commitment") or "-")[:16])
     out.print(inputs)
     computations = Table(title="computations", title_justify="left")
     for heading in ("computation", "state", "waiting for", "readers", "you may read"):
@@ -250,7 +278,13 @@ def compute(
     if as_json:
         print_json(answer)
         return
-    out.print(f"[green]✓[/] {name} ran: {answer['rows']} rows, {answer['suppressed_groups']} groups suppressed")
+    out.print(f"[green]✓[/] {name} ran: {answer['rows']} rows" + _suppressed(answer.get("suppressed_groups")))
+
+
+def _suppressed(count: int | None) -> str:
+    if count is None:
+        return " (the owners' rules may have suppressed groups; the result does not say how many)"
+    return f", {count} group(s) suppressed by the owners' rules" if count else ""
 
 
 def _write_result(result: Result, path: Path, fmt: str) -> None:
@@ -309,9 +343,8 @@ def preview(result: Result, limit: int = 20) -> None:
     out.print(table)
     if len(result.rows) > limit:
         out.print(f"[dim]... {len(result.rows) - limit:,} more rows (use --out FILE)[/]")
-    if result.suppressed_groups:
-        rule = result.rules.get("min_group_size")
-        out.print(f"{result.suppressed_groups} group(s) with fewer than {rule} rows were suppressed")
+    if result.rules.get("min_distinct"):
+        out.print(f"released under the owners' rules{_suppressed(result.suppressed_groups)}")
 
 
 def _short(value: Any) -> str:

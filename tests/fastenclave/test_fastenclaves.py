@@ -54,7 +54,7 @@ def party_keys() -> dict[str, keys.PrivateKey]:
 def _manifest(party_keys: dict[str, keys.PrivateKey]) -> manifest.Manifest:
     doc = _document(party_keys)
     doc["parties"]["alice"]["roles"] = ["contributor", "reader"]
-    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}}}
+    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}, "protection": {"release": "unrestricted"}}}
     return manifest.from_data(doc)
 
 
@@ -92,7 +92,7 @@ def start_enclave(workspace: Path, port: int = 0) -> Enclave:
 def workspace(tmp_path: Path, party_keys: dict[str, keys.PrivateKey]) -> Path:
     doc = _document(party_keys)
     doc["parties"]["alice"]["roles"] = ["contributor", "reader"]
-    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}}}
+    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}, "protection": {"release": "unrestricted"}}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     return tmp_path
 
@@ -203,9 +203,9 @@ def test_large_body_streams_through_a_flat_proxy(workspace: Path, party_keys: di
     try:
         with proxies(enclave.url, workspace, party_keys, []) as urls:
             peaks = {}
-            for size in (8 * 2**20, 40 * 2**20):
+            for size, sender in ((8 * 2**20, "alice"), (40 * 2**20, "bob")):  # one list per party
                 tracemalloc.start()
-                answer = httpx.post(f"{urls['alice']}/psi/upload", content=body(size), timeout=120)
+                answer = httpx.post(f"{urls[sender]}/psi/upload", content=body(size), timeout=120)
                 peaks[size] = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
                 assert answer.status_code == 200, answer.text
@@ -343,3 +343,20 @@ def test_unfinished_requests_are_dropped_when_idle(party_keys: dict[str, keys.Pr
     other = {**body, "stream": os.urandom(16)}
     client._call("http", other)
     assert list(service._http) == [other["stream"]]  # the idle one is gone
+
+
+def test_the_psi_example_takes_one_list_per_party(party_keys: dict[str, keys.PrivateKey]) -> None:
+    """Re-posting one email at a time and reading the cardinality would test membership: refused."""
+    from examples.psi_service import make_router
+
+    loaded = _manifest(party_keys)
+    ca_dir = Path(os.environ["MPC_HOME"]) / "psi-example-ca"
+    ca = DevelopmentCA.load_or_create(ca_dir)
+    app = create_app(loaded, SimulatedNsm(ca, measure()), routers=[make_router()])
+    client = EnclaveClient(TestClient(app), loaded, party_keys["alice"], ca.policy(measure()))
+    proxy = TestClient(Proxy(client, lambda _line: None).app, base_url="http://127.0.0.1:3030")
+    assert proxy.post("/psi/upload", content="email\nbob-secret@x\n").status_code == 200
+    again = proxy.post("/psi/upload", content="email\nanother-guess@x\n")
+    assert again.status_code == 409 and "already submitted" in again.text
+    waiting = proxy.get("/psi/cardinality")
+    assert waiting.status_code == 409 and "bob" in waiting.text  # no answer before every list is in
