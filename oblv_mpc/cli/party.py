@@ -6,12 +6,15 @@ import base64
 import contextlib
 import csv
 import json
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -70,12 +73,30 @@ def connect(
     lport: int | None = typer.Option(
         None, "--lport", help="Then stay running as a local proxy to the enclave's own routes on 127.0.0.1:LPORT."
     ),
+    unix_socket: Path | None = typer.Option(
+        None,
+        "--unix-socket",
+        help="Then stay running as that proxy on a Unix socket at this path that only you can use (mode 0600), "
+        "instead of --lport: for machines with other users.",
+    ),
+    allow_origin: list[str] = typer.Option(
+        [],
+        "--allow-origin",
+        help="Let web pages from this exact origin (scheme://host[:port]) use the proxy, and so act as you "
+        "(repeatable; warns on every start). By default every request from a web page is refused.",
+    ),
     profile_dir: Path = _PROFILE,
     as_json: bool = _JSON,
 ) -> None:
     """Verify the enclave's attestation and this session, and save a profile for the commands below."""
     if key is None:
         raise UsageError("--key is required: your private key file", hint="e.g. --key alice_private.der")
+    if lport is not None and unix_socket is not None:
+        raise UsageError("--lport and --unix-socket both given: the proxy listens on one of them")
+    if allow_origin and lport is None and unix_socket is None:
+        raise UsageError(
+            "--allow-origin applies to the local proxy only", hint="add --lport PORT or --unix-socket PATH"
+        )
     flags = (pcr0, pcr1, pcr2)
     policy = choose_policy(pcr_file, flags, allow_debug=allow_debug_enclave)
     if policy.allow_debug:
@@ -86,34 +107,30 @@ def connect(
         identity.public_key()
     ):
         raise KeyFileError(f"{public_key} is not the public half of {key}")
-    http = httpx.Client(base_url=url, timeout=_TIMEOUT)
-    client = EnclaveClient(http, loaded, identity, policy, party=party)
-    try:
+    origins = _allowed_origins(allow_origin)
+    # the proxy's port or socket first: if it is taken, nothing has been done yet
+    with _listening(lport, unix_socket) as listening, httpx.Client(base_url=url, timeout=_TIMEOUT) as http:
+        client = EnclaveClient(http, loaded, identity, policy, party=party)
         connection = client.connect()
-    except BaseException:
-        http.close()
-        raise
-    _announce(connection)
-    saved = profile.Profile(
-        url=url,
-        manifest=str(manifest_path.resolve()),
-        manifest_sha256=loaded.hash,
-        party=client.party.name,
-        private_key=str(key.resolve()),
-        instance=connection.instance.hex(),
-        key_id=connection.key_id,
-        development=connection.attestation.development,
-        allow_debug=policy.allow_debug,
-        connected_at=profile.now_iso(),
-        pcr_file=str(pcr_file.resolve()) if pcr_file else None,
-        pcrs={f"pcr{i}": v for i, v in enumerate(flags)} if pcr_file is None else None,  # type: ignore[misc]
-    )
-    path = saved.save(profile_dir)
-    if lport is not None:
-        _run_proxy(client, lport)
-        http.close()
-        return
-    http.close()
+        _announce(connection)
+        saved = profile.Profile(
+            url=url,
+            manifest=str(manifest_path.resolve()),
+            manifest_sha256=loaded.hash,
+            party=client.party.name,
+            private_key=str(key.resolve()),
+            instance=connection.instance.hex(),
+            key_id=connection.key_id,
+            development=connection.attestation.development,
+            allow_debug=policy.allow_debug,
+            connected_at=profile.now_iso(),
+            pcr_file=str(pcr_file.resolve()) if pcr_file else None,
+            pcrs={f"pcr{i}": v for i, v in enumerate(flags)} if pcr_file is None else None,  # type: ignore[misc]
+        )
+        path = saved.save(profile_dir)
+        if listening is not None:
+            _run_proxy(client, listening, origins)
+            return
     me = client.party
     summary: dict[str, Any] = {
         "enclave": url,
@@ -143,18 +160,65 @@ def connect(
     out.print(table)
 
 
-def _run_proxy(client: EnclaveClient, lport: int) -> None:
-    """Serve the attested proxy on 127.0.0.1:lport until Ctrl-C."""
-    from oblv_mpc.enclave.server import listen, serve_forever
+def _allowed_origins(values: list[str]) -> list[str]:
+    """``--allow-origin`` values in the exact form browsers send (a wrong one stops here)."""
+    if not values:
+        return []
+    from oblv_mpc.proxy import normalize_origin
+
+    return [normalize_origin(value) for value in values]
+
+
+@dataclass(frozen=True)
+class _Listening:
+    sock: socket.socket
+    where: str
+    unix_path: Path | None
+
+
+@contextlib.contextmanager
+def _listening(lport: int | None, unix_socket: Path | None) -> Iterator[_Listening | None]:
+    """The proxy's listening socket, if it is to run: 127.0.0.1:lport, or an owner-only Unix socket."""
+    if unix_socket is not None:
+        from oblv_mpc.proxy import listen_unix
+
+        listener = listen_unix(unix_socket)
+        try:
+            yield _Listening(listener.sock, f"unix:{listener.path}", listener.path)
+        finally:
+            listener.close()
+    elif lport is not None:
+        from oblv_mpc.enclave.server import listen, url_of
+
+        try:
+            sock = listen("127.0.0.1", lport)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on 127.0.0.1:{lport}: {exc.strerror or exc}", hint="choose another --lport (0: any)"
+            ) from None
+        with sock:
+            yield _Listening(sock, url_of(sock), None)
+    else:
+        yield None
+
+
+def _run_proxy(client: EnclaveClient, listening: _Listening, origins: list[str]) -> None:
+    """Serve the attested proxy on its socket until Ctrl-C."""
+    from oblv_mpc.enclave.server import serve_forever
     from oblv_mpc.proxy import Proxy
 
-    proxy = Proxy(client, lambda line: err.print(line, markup=False, highlight=False))
-    sock = listen("127.0.0.1", lport)
-    out.print(
-        f"ready: proxy listening on http://127.0.0.1:{sock.getsockname()[1]} (party {client.party.name})", markup=False
-    )
+    me = client.party.name
+    proxy = Proxy(client, lambda line: err.print(line, markup=False, highlight=False), allow_origins=origins)
+    for origin in origins:
+        warn(
+            f"--allow-origin {escape(origin)}: scripts on pages from {escape(origin)} can use this proxy, "
+            f"and so act as {escape(me)} (sign, submit, read what {escape(me)} may read)"
+        )
+    out.print(f"ready: proxy listening on {listening.where} (party {me})", markup=False)
     out.file.flush()
-    serve_forever(proxy.app, sock)
+    if listening.unix_path is not None:
+        err.print(f"reach it with: curl --unix-socket {listening.unix_path} http://localhost/PATH", markup=False)
+    serve_forever(proxy.app, listening.sock)
     err.print("proxy stopped")
 
 
