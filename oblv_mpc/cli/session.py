@@ -270,6 +270,7 @@ def _as_json(m: Manifest) -> dict[str, Any]:
             t.qualified: {
                 "columns": {c.name: c.type.value for c in t.columns},
                 "key": list(t.key),
+                "protection": t.protection.canonical(),
                 "max_rows": t.max_rows,
                 "max_bytes": t.max_bytes,
             }
@@ -279,6 +280,7 @@ def _as_json(m: Manifest) -> dict[str, Any]:
             c.name: {
                 "template": c.template,
                 "sql": c.sql,
+                "run_sql": c.run_sql,  # the agreed SQL plus the enclave's per-owner unit counts
                 "inputs": list(c.inputs),
                 "readers": list(c.readers),
                 "rules": c.rules,
