@@ -130,7 +130,13 @@ async def provision(request: Request) -> dict[str, Any]:
 @info_router.get("/attestation", summary="A fresh attestation document binding the caller's nonce")
 def attestation(
     service: Service,
-    nonce: Annotated[str, Query(description="The caller's fresh random nonce, hex (16 to 64 bytes).")],
+    nonce: Annotated[
+        str,
+        Query(
+            description="The caller's fresh random nonce, hex (16 to 64 bytes).",
+            json_schema_extra={"pattern": "^([0-9a-fA-F]{2}){16,64}$"},  # documented; checked below (400)
+        ),
+    ],
 ) -> dict[str, Any]:
     try:
         raw = bytes.fromhex(nonce)

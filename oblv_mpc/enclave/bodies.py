@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import HTTPException, Request
+from starlette.requests import ClientDisconnect
 
 
 class ByteBudget:
@@ -75,6 +76,9 @@ async def read_body(request: Request, limit: int, *, deadline_s: float, budget: 
     except TimeoutError:
         budget.give(held)
         raise _refuse(408, "read_timeout", f"the request body did not arrive within {deadline_s:g} s") from None
+    except ClientDisconnect:
+        budget.give(held)
+        raise _refuse(400, "disconnected", "the client left before its body arrived") from None
     except BaseException:
         budget.give(held)
         raise
