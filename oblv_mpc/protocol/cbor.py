@@ -5,8 +5,9 @@ long a string an input may declare: a 9 MiB array of empty maps becomes ~670 MiB
 before anything can look at it. So :func:`decode` first walks the encoded heads (RFC 8949 §3)
 in one pass, allocating nothing per item, and refuses what breaks a cap in
 :class:`~oblv_mpc.limits.CborCaps` (size, depth, items, string length) or what this protocol
-never sends: tags (major type 6: no bignums, no shared references, no regular expressions),
-indefinite lengths (§3.2), simple values other than false, true and null, and trailing bytes.
+never sends: tags (major type 6: no shared references, no regular expressions, no dates) other
+than bignums of at most 16 bytes (§3.4.3), indefinite lengths (§3.2), simple values other than
+false, true, null and floats, and trailing bytes.
 Only then does ``cbor2`` build the value, refusing duplicate map keys and keys that are not
 strings. The walk is linear in the number of items, and the item cap bounds it.
 
@@ -27,6 +28,9 @@ from oblv_mpc.limits import CborCaps
 _ARRAY, _MAP, _TAG, _SIMPLE = 4, 5, 6, 7
 _ALLOWED_SIMPLE = {20, 21, 22, 25, 26, 27}  # false, true, null; half, single, double floats
 _ARGUMENT_BYTES = {24: 1, 25: 2, 26: 4, 27: 8}
+# Tags 2 and 3 (RFC 8949 §3.4.3): integers past 64 bits, e.g. a DuckDB HUGEINT sum in a result.
+_BIGNUM_TAGS = {2, 3}
+_MAX_BIGNUM_BYTES = 16
 
 
 def _head(data: memoryview, pos: int, end: int, what: str) -> tuple[int, int, int, int]:
@@ -71,7 +75,12 @@ def check(data: bytes | memoryview, caps: CborCaps, what: str) -> None:
             if members > end - pos:  # every member takes at least one byte
                 raise ProtocolError(f"{what} declares {argument} members but has not the bytes for them")
         elif major == _TAG:
-            raise ProtocolError(f"{what} carries a CBOR tag, which this protocol never sends")
+            if argument not in _BIGNUM_TAGS:
+                raise ProtocolError(f"{what} carries a CBOR tag other than a bignum, which this protocol never sends")
+            content, _, length, pos = _head(view, pos, end, what)
+            if content != 2 or length > _MAX_BIGNUM_BYTES or length > end - pos:
+                raise ProtocolError(f"{what} carries a bignum that is not a byte string of at most 16 bytes")
+            pos += length
         elif major == _SIMPLE and info not in _ALLOWED_SIMPLE:
             raise ProtocolError(f"{what} carries a simple value other than false, true, null or a float")
         if members:
