@@ -19,14 +19,20 @@ Anything else that escapes is a bug, and shows a traceback (without locals).
     │   └── PolicyError                       PCRs, debug mode, nonce, user_data, public_key
     ├── ProtocolError                exit 5   an envelope that does not open or verify
     ├── EnclaveUnreachable           exit 6   no answer from the enclave
-    ├── EnclaveRefused               exit 7   the enclave answered with a refusal
+    │   └── UnauthenticatedAnswer             an answer the attested enclave did not seal and sign
+    ├── EnclaveRefused               exit 7   the enclave answered with a refusal, sealed and signed
     ├── NotReady                     exit 8   a result whose inputs are not all in yet
     └── NsmError                     exit 9   the Nitro Secure Module (/dev/nsm) refused or failed
 
 Error messages never contain key material: keys are referred to by file name or fingerprint.
+Text they quote from outside (an enclave's or the network's words, manifest keys) is kept raw
+in attributes (``reason``, ``claimed``, ``problems``) and shown in ``message`` with every
+character that a terminal would act on escaped (:mod:`oblv_mpc.terminal_text`).
 """
 
 from __future__ import annotations
+
+from oblv_mpc.terminal_text import visible
 
 
 class MpcError(Exception):
@@ -71,7 +77,7 @@ class ManifestError(MpcError):
     def __init__(self, problems: list[str], *, source: str = "<manifest>") -> None:
         self.problems = list(problems)
         self.source = source
-        lines = "\n".join(f"  - {p}" for p in self.problems)
+        lines = "\n".join(f"  - {visible(p)}" for p in self.problems)  # a problem quotes the YAML's keys
         count = len(self.problems)
         super().__init__(
             f"{source}: {count} problem{'s' if count != 1 else ''}\n{lines}",
@@ -135,8 +141,34 @@ class EnclaveUnreachable(MpcError):
     title = "enclave unreachable"
 
 
+class UnauthenticatedAnswer(EnclaveUnreachable):
+    """An answer that is not sealed to us and signed by the attested enclave's key.
+
+    Plain JSON or HTML from whatever answered at the enclave's address: the enclave's own HTTP
+    layer before it can authenticate anything, a load balancer, the operator, or an attacker on
+    the path. What it ``claimed`` (a ``code`` and a message) is evidence of nothing; it is
+    quoted, escaped, and never reported as the enclave's refusal.
+    """
+
+    title = "unauthenticated answer"
+
+    def __init__(self, status: int, code: str | None, claimed: str, *, origin: str, hint: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.claimed = claimed
+        said = f"{visible(code)}: {visible(claimed)}" if code else visible(claimed)
+        super().__init__(
+            f"HTTP {status} from {origin}, not from the attested enclave (unauthenticated: anything on the "
+            f"path could have sent it); it says: {said}",
+            hint=hint,
+        )
+
+
 class EnclaveRefused(MpcError):
-    """The enclave answered, and refused the request. ``code`` is its machine-readable reason."""
+    """The attested enclave refused the request, in an answer sealed to us and signed by its key.
+
+    ``code`` is its machine-readable reason, ``reason`` its words (raw; ``message`` escapes them).
+    """
 
     exit_code = 7
     title = "refused by the enclave"
@@ -144,7 +176,7 @@ class EnclaveRefused(MpcError):
     def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
         self.code = code
         self.reason = message
-        super().__init__(f"{message} ({code})", hint=hint)
+        super().__init__(f"{visible(message)} ({visible(code)})", hint=hint)
 
 
 class NotReady(MpcError):

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from oblv_mpc import keys, manifest, profile
 from oblv_mpc.attestation.pcrs import choose_policy
-from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.cli._secrets import load_private_key
 from oblv_mpc.cli.attestation import ALLOW_DEBUG_HELP, warn_debug_allowed
 from oblv_mpc.client import Connection, EnclaveClient, Result
@@ -126,14 +126,16 @@ def connect(
     if as_json:
         print_json(summary)
         return
-    out.print("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
+    out.print(
+        styled("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
+    )
     table = Table(show_header=False, box=None)
-    for label, value in summary.items():
+    for label, value in summary.items():  # module_id, the PCR set's name, names: all from outside
         if label == "pcrs":
             for name, pcr in value.items():
-                table.add_row(name.upper(), pcr)
+                table.add_row(name.upper(), plain(pcr))
             continue
-        table.add_row(label.replace("_", " "), ", ".join(value) if isinstance(value, list) else str(value))
+        table.add_row(label.replace("_", " "), plain(", ".join(value) if isinstance(value, list) else value))
     out.print(table)
 
 
@@ -142,7 +144,7 @@ def _run_proxy(client: EnclaveClient, lport: int) -> None:
     from oblv_mpc.enclave.server import listen, serve_forever
     from oblv_mpc.proxy import Proxy
 
-    proxy = Proxy(client, lambda line: err.print(line, markup=False, highlight=False))
+    proxy = Proxy(client, lambda line: err.print(plain(line)))  # lines quote what local clients sent
     sock = listen("127.0.0.1", lport)
     out.print(
         f"ready: proxy listening on http://127.0.0.1:{sock.getsockname()[1]} (party {client.party.name})", markup=False
@@ -176,7 +178,12 @@ def submit(
         raise UsageError(f"{table!r} is not one of your tables in {loaded.session} (yours: {mine})")
     err.print(f"checking {file} against {qualified}'s schema (nothing is sent yet)")
     summary = validate_file(file, declared)
-    err.print(f"[green]✓[/] {summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...")
+    err.print(
+        styled(
+            "[green]✓[/] {summary}",
+            summary=f"{summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...",
+        )
+    )
     with _session(profile_dir) as (client, _), _progress() as progress:
         task = progress.add_task(f"uploading {file.name}", total=summary.size)
         receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
@@ -192,13 +199,20 @@ def submit(
     if as_json:
         print_json(record["receipt"])
         return
-    out.print(f"[green]✓[/] {qualified}: {receipt.rows:,} rows accepted, SHA-256 {receipt.sha256}")
+    out.print(
+        styled(
+            "[green]✓[/] {table}: {rows} rows accepted, SHA-256 {sha256}",
+            table=qualified,
+            rows=f"{receipt.rows:,}",
+            sha256=receipt.sha256,
+        )
+    )
     err.print(f"signed receipt saved in {path}")
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -215,25 +229,26 @@ def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
     if as_json:
         print_json(answer)
         return
-    inputs = Table(title=f"inputs of {answer['session']}", title_justify="left")
+    inputs = Table(title=plain(f"inputs of {answer['session']}"), title_justify="left")
     for heading in ("table", "party", "state", "rows", "SHA-256"):
         inputs.add_column(heading)
     for name, entry in sorted(answer["inputs"].items()):
-        state = ("[green]submitted[/]" if entry["submitted"] else "[yellow]missing[/]") + (
-            " (frozen)" if entry["frozen"] else ""
+        state = styled(
+            ("[green]submitted[/]" if entry["submitted"] else "[yellow]missing[/]") + "{frozen}",
+            frozen=" (frozen)" if entry["frozen"] else "",
         )
         rows = f"{entry['rows']:,}" if entry["rows"] is not None else "-"
-        inputs.add_row(name, entry["party"], state, rows, (entry["sha256"] or "-")[:16])
+        inputs.add_row(plain(name), plain(entry["party"]), state, plain(rows), plain((entry["sha256"] or "-")[:16]))
     out.print(inputs)
     computations = Table(title="computations", title_justify="left")
     for heading in ("computation", "state", "waiting for", "readers", "you may read"):
         computations.add_column(heading)
     for name, entry in sorted(answer["computations"].items()):
         computations.add_row(
-            name,
-            entry["state"],
-            ", ".join(entry["missing"]) or "-",
-            ", ".join(entry["readers"]),
+            plain(name),
+            plain(entry["state"]),
+            plain(", ".join(entry["missing"]) or "-"),
+            plain(", ".join(entry["readers"])),
             "yes" if entry["you_may_read"] else "no",
         )
     out.print(computations)
@@ -250,7 +265,14 @@ def compute(
     if as_json:
         print_json(answer)
         return
-    out.print(f"[green]✓[/] {name} ran: {answer['rows']} rows, {answer['suppressed_groups']} groups suppressed")
+    out.print(
+        styled(
+            "[green]✓[/] {name} ran: {rows} rows, {suppressed} groups suppressed",
+            name=name,
+            rows=answer["rows"],
+            suppressed=answer["suppressed_groups"],
+        )
+    )
 
 
 def _write_result(result: Result, path: Path, fmt: str) -> None:
@@ -298,20 +320,27 @@ def fetch(
 def preview(result: Result, limit: int = 20) -> None:
     """A result as a table: the first rows, and what the release rules suppressed."""
     table = Table(
-        title=result.computation, title_justify="left", caption="signed by the enclave", caption_justify="left"
+        title=plain(result.computation), title_justify="left", caption="signed by the enclave", caption_justify="left"
     )
-    for column, kind in result.columns:
+    for column, kind in result.columns:  # values and names come from the parties' rows and the enclave
         table.add_column(
-            f"{column}\n[dim]{kind.lower()}[/]", justify="right" if kind in ("DOUBLE", "BIGINT", "HUGEINT") else "left"
+            styled("{column}\n[dim]{kind}[/]", column=column, kind=kind.lower()),
+            justify="right" if kind in ("DOUBLE", "BIGINT", "HUGEINT") else "left",
         )
     for row in result.rows[:limit]:
-        table.add_row(*[_cell(v) for v in row])
+        table.add_row(*[plain(_cell(v)) for v in row])
     out.print(table)
     if len(result.rows) > limit:
-        out.print(f"[dim]... {len(result.rows) - limit:,} more rows (use --out FILE)[/]")
+        out.print(styled("[dim]... {more} more rows (use --out FILE)[/]", more=f"{len(result.rows) - limit:,}"))
     if result.suppressed_groups:
         rule = result.rules.get("min_group_size")
-        out.print(f"{result.suppressed_groups} group(s) with fewer than {rule} rows were suppressed")
+        out.print(
+            styled(
+                "{count} group(s) with fewer than {rule} rows were suppressed",
+                count=result.suppressed_groups,
+                rule=rule,
+            )
+        )
 
 
 def _short(value: Any) -> str:
@@ -341,7 +370,7 @@ def transcript(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
         table.add_column(heading)
     for e in events:
         details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(e.data.items()) if v is not None)
-        table.add_row(str(e.seq), e.kind, details, e.hash.hex()[:12])
+        table.add_row(str(e.seq), plain(e.kind), plain(details), e.hash.hex()[:12])
     out.print(table)
 
 
