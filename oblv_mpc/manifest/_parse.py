@@ -6,9 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
-from oblv_mpc import keys
+from oblv_mpc import keys, safe_yaml, terminal_text
 from oblv_mpc.errors import KeyFileError, ManifestError
 from oblv_mpc.manifest import sql as sql_check
 from oblv_mpc.manifest import templates
@@ -25,11 +23,19 @@ from oblv_mpc.manifest.model import (
 )
 
 MAX_MANIFEST_BYTES = 1024 * 1024
+# Caps on manifest YAML, checked while it is composed, before any object is built (safe_yaml.py).
+# A real manifest is a few hundred values, 6 levels deep; at the node cap, parsing takes ~0.4 s.
+YAML_LIMITS = safe_yaml.YamlLimits(
+    max_bytes=MAX_MANIFEST_BYTES,  # UTF-8 bytes
+    max_depth=32,  # nested nodes, root to deepest value
+    max_nodes=20_000,  # scalars, sequences and mappings, keys included
+)
 DEFAULT_MAX_ROWS = 10_000_000
 DEFAULT_MAX_BYTES = 1024**3
 
-_SESSION_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Used with fullmatch: `$` would also match before a trailing newline ("alice\n").
+_SESSION_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+_IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Names that DuckDB or SQL give a meaning of their own; a party or table may not take them.
 _RESERVED = {"main", "temp", "system", "information_schema", "pg_catalog", "memory", "select", "from", "where", "table"}
 
@@ -40,37 +46,26 @@ _COMPUTATION = {"description", "template", "params", "sql", "readers", "min_grou
 _DP = {"epsilon", "delta", "bounds", "groups"}
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}: a manifest must say each thing once", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_yaml(text: str, *, source: str) -> Any:
-    """Parse YAML text safely, refusing duplicate keys and oversized input."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
-        raise ManifestError([f"larger than {MAX_MANIFEST_BYTES} bytes"], source=source)
+    """Parse manifest YAML within :data:`YAML_LIMITS`: no aliases, anchors, tags or duplicate keys."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ManifestError([f"not valid YAML: {exc}"], source=source) from None
+        return safe_yaml.load(text, YAML_LIMITS)
+    except safe_yaml.UnsafeYaml as exc:
+        raise ManifestError([str(exc)], source=source) from None
+
+
+def _no_hidden(value: str, path: str, problems: Problems, *, allow: str = "") -> bool:
+    """Refuse text holding a character a terminal acts on (ESC, CR, bidi overrides ...): it could
+    show a reviewer something other than what the hash covers (oblv_mpc/terminal_text.py)."""
+    hidden = terminal_text.find_hidden(value, allow=allow)
+    if hidden is None:
+        return True
+    problems.add(path, f"contains {hidden.describe()}, which a terminal acts on instead of showing; remove it")
+    return False
 
 
 def _name(value: Any, path: str, problems: Problems, what: str) -> bool:
-    if not isinstance(value, str) or not _IDENTIFIER.match(value):
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
         problems.expected(path, f"{what}: lowercase letters, digits and _, starting with a letter or _", value)
         return False
     if value in _RESERVED:
@@ -173,7 +168,7 @@ def _inputs(raw: Any, parties: Mapping[str, Party], party_names: set[str], probl
         else:
             for column, spec in raw_columns.items():
                 where = f"{path}.columns.{column}"
-                if not isinstance(column, str) or not _IDENTIFIER.match(column):
+                if not isinstance(column, str) or not _IDENTIFIER.fullmatch(column):
                     problems.expected(where, "a column name: lowercase letters, digits and _", column)
                     continue
                 type_name = spec.get("type") if isinstance(spec, dict) and set(spec) == {"type"} else spec
@@ -234,6 +229,7 @@ def _computations(
         if not isinstance(description, str):
             problems.expected(f"{path}.description", "text", description)
             description = ""
+        _no_hidden(description, f"{path}.description", problems, allow="\n\t")
         template, sql = body.get("template"), body.get("sql")
         if (template is None) == (sql is None):
             problems.add(path, "needs exactly one of template or sql")
@@ -410,13 +406,14 @@ def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) ->
     if version != SCHEMA_VERSION:
         problems.expected("version", f"{SCHEMA_VERSION} (this tool's manifest schema)", version)
     session = raw.get("session")
-    if not isinstance(session, str) or not _SESSION_ID.match(session):
+    if not isinstance(session, str) or not _SESSION_ID.fullmatch(session):
         problems.expected("session", "a session id: lowercase letters, digits, - and _, at most 64", session)
         session = ""
     description = raw.get("description", "")
     if not isinstance(description, str):
         problems.expected("description", "text", description)
         description = ""
+    _no_hidden(description, "description", problems, allow="\n\t")
     raw_parties = raw.get("parties")
     parties = _parties(raw_parties, problems)
     party_names = set(raw_parties) if isinstance(raw_parties, dict) else set()
