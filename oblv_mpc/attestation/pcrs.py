@@ -93,7 +93,16 @@ def pcr_index(key: Any, *, prefix: str, where: str, line: str = "") -> int | Non
 
 
 def policy_from_data(data: Any, *, source: str, allow_debug_override: bool = False) -> AttestationPolicy:
-    """Validate parsed PCR-file data into a policy."""
+    """Validate parsed PCR-file data into a policy. Every error names ``source``."""
+    try:
+        return _policy(data, source=source, allow_debug_override=allow_debug_override)
+    except PcrFileError as exc:
+        if exc.message.startswith(f"{source}: "):
+            raise
+        raise PcrFileError(f"{source}: {exc.message}", hint=exc.hint) from None
+
+
+def _policy(data: Any, *, source: str, allow_debug_override: bool) -> AttestationPolicy:
     if not isinstance(data, dict):
         raise PcrFileError(f"{source}: expected a mapping with measurements", hint="see docs/attestation.md")
     unknown = sorted(set(map(str, data)) - _TOP)
@@ -254,4 +263,7 @@ def from_nitro_cli(text: str, *, source: str = "nitro-cli output", name: str = "
             values[index] = parse_pcr_hex(value, f"{source}: {key}")
     eif_name = data.get("EnclaveName") if isinstance(data, dict) else None
     label = name or (str(eif_name) if eif_name else "nitro-cli")
-    return AttestationPolicy(accepted=(PcrSet(values, name=label),), source=source)
+    try:
+        return AttestationPolicy(accepted=(PcrSet(values, name=label),), source=source)
+    except PcrFileError as exc:
+        raise PcrFileError(f"{source}: {exc.message}", hint=exc.hint) from None
