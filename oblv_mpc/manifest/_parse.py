@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -238,7 +239,7 @@ def _computations(
         dp = _dp(body.get("dp"), f"{path}.dp", problems) if "dp" in body else None
         generated: templates.Generated | None
         if template is not None:
-            if template not in templates.TEMPLATES:
+            if not isinstance(template, str) or template not in templates.TEMPLATES:
                 problems.expected(f"{path}.template", f"one of {', '.join(templates.TEMPLATES)}", template)
                 continue
             params = body.get("params")
@@ -313,7 +314,13 @@ def _computations(
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    """A finite int or float: not NaN or .inf, and no int too large to become a float (10**400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _dp(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
@@ -416,7 +423,7 @@ def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) ->
     _no_hidden(description, "description", problems, allow="\n\t")
     raw_parties = raw.get("parties")
     parties = _parties(raw_parties, problems)
-    party_names = set(raw_parties) if isinstance(raw_parties, dict) else set()
+    party_names = {p for p in raw_parties if isinstance(p, str)} if isinstance(raw_parties, dict) else set()
     tables = _inputs(raw.get("inputs"), parties, party_names, problems)
     computations = _computations(raw.get("computations"), parties, party_names, tables, problems)
     budget = _budget(raw.get("privacy_budget"), problems)
