@@ -25,9 +25,12 @@ Anything else that escapes is a bug, and shows a traceback (without locals).
     └── NsmError                     exit 9   the Nitro Secure Module (/dev/nsm) refused or failed
 
 Error messages never contain key material: keys are referred to by file name or fingerprint.
-Text they quote from outside (an enclave's or the network's words, manifest keys) is kept raw
-in attributes (``reason``, ``claimed``, ``problems``) and shown in ``message`` with every
-character that a terminal would act on escaped (:mod:`oblv_mpc.terminal_text`).
+Messages quote text from outside (an enclave's or the network's words, a CSV row, manifest
+keys, file names), so :class:`MpcError` escapes every character a terminal would act on, line
+breaks included, in ``message`` and ``hint`` (:mod:`oblv_mpc.terminal_text`): a quoted value can
+neither erase a line nor start a forged one. The raw text stays in attributes for programs
+(``reason``, ``claimed``, ``problems``). Only :class:`ManifestError` has several lines, one per
+problem, each escaped.
 """
 
 from __future__ import annotations
@@ -36,15 +39,16 @@ from oblv_mpc.terminal_text import visible
 
 
 class MpcError(Exception):
-    """Base of every deliberate failure. ``hint`` says what to do next."""
+    """Base of every deliberate failure. ``hint`` says what to do next. Both are shown escaped."""
 
     exit_code = 1
     title = "error"
+    _keep = ""  # characters a subclass's message may keep: only ManifestError's line breaks
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        self.message = visible(message, keep=self._keep)
+        self.hint = visible(hint) if hint is not None else None
+        super().__init__(self.message)
 
     def diagnostics(self) -> str:
         """What failed and, where we know it, what to check next."""
@@ -73,10 +77,12 @@ class ManifestError(MpcError):
 
     exit_code = 3
     title = "invalid manifest"
+    _keep = "\n"
 
     def __init__(self, problems: list[str], *, source: str = "<manifest>") -> None:
         self.problems = list(problems)
         self.source = source
+        source = visible(source)
         lines = "\n".join(f"  - {visible(p)}" for p in self.problems)  # a problem quotes the YAML's keys
         count = len(self.problems)
         super().__init__(
@@ -156,7 +162,7 @@ class UnauthenticatedAnswer(EnclaveUnreachable):
         self.status = status
         self.code = code
         self.claimed = claimed
-        said = f"{visible(code)}: {visible(claimed)}" if code else visible(claimed)
+        said = f"{code}: {claimed}" if code else claimed
         super().__init__(
             f"HTTP {status} from {origin}, not from the attested enclave (unauthenticated: anything on the "
             f"path could have sent it); it says: {said}",
@@ -176,7 +182,7 @@ class EnclaveRefused(MpcError):
     def __init__(self, code: str, message: str, *, hint: str | None = None) -> None:
         self.code = code
         self.reason = message
-        super().__init__(f"{visible(message)} ({visible(code)})", hint=hint)
+        super().__init__(f"{message} ({code})", hint=hint)
 
 
 class NotReady(MpcError):
