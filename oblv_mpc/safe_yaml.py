@@ -30,6 +30,7 @@ from yaml.nodes import MappingNode, Node
 from oblv_mpc.terminal_text import describe
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+_WRITE_OUT = "write the value out (PyYAML's dump writes an anchor for a list used twice: dump a copy)"
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")}
 
 
@@ -82,9 +83,9 @@ class _Loader(yaml.SafeLoader):
     def compose_node(self, parent: Node | None, index: int) -> Node | None:
         event: Any = self.peek_event()  # type: ignore[no-untyped-call]  # PyYAML's parser is untyped
         if isinstance(event, AliasEvent):
-            raise UnsafeYaml(f"an alias (*{event.anchor}) is not allowed: write the value out", event.start_mark)
+            raise UnsafeYaml(f"an alias (*{event.anchor}) is not allowed: {_WRITE_OUT}", event.start_mark)
         if getattr(event, "anchor", None) is not None:
-            raise UnsafeYaml(f"an anchor (&{event.anchor}) is not allowed: write the value out", event.start_mark)
+            raise UnsafeYaml(f"an anchor (&{event.anchor}) is not allowed: {_WRITE_OUT}", event.start_mark)
         tag = getattr(event, "tag", None)
         if tag not in (None, "!") and tag not in _PLAIN_TAGS:
             raise UnsafeYaml(f"the tag {tag!r} is not allowed: plain values only", event.start_mark)
@@ -124,6 +125,19 @@ def _construct_mapping(loader: _Loader, node: MappingNode, deep: bool = False) -
 
 
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that writes a value used twice twice, instead of as an anchor and an alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(data: Any, **options: Any) -> str:
+    """YAML text for ``data`` that :func:`load` accepts: plain types, no anchors or aliases."""
+    text: str = yaml.dump(data, Dumper=_Dumper, **options)
+    return text
 
 
 def load(text: str, limits: YamlLimits, *, lines: bool = False) -> Any:

@@ -30,8 +30,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from oblv_mpc import safe_yaml
 from oblv_mpc.attestation.policy import AWS_ROOT, PCR_BYTES, AttestationPolicy, PcrSet, TrustedRoot
 from oblv_mpc.errors import PcrFileError, UsageError
@@ -222,7 +220,7 @@ def to_data(policy: AttestationPolicy, *, description: str = "") -> dict[str, An
 def write_pcr_file(policy: AttestationPolicy, path: Path, *, description: str = "") -> None:
     """Write ``policy`` as a PCR file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_data(policy, description=description), sort_keys=False)
+    text = safe_yaml.dump(to_data(policy, description=description), sort_keys=False)
     path.write_text(text, encoding="utf-8")
 
 
