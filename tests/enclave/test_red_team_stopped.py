@@ -197,6 +197,13 @@ _SHAPE = "shape the enclave cannot check"
             "join",
         ),
         ('SELECT dept, count(*) AS "__mpc_units_0" FROM hr.staff GROUP BY dept', "are the enclave's"),
+        (
+            "SELECT dept, count(*) AS n FROM hr.staff WHERE CASE WHEN salary > 5e5 THEN true END GROUP BY dept",
+            "'salary'",
+        ),
+        ("SELECT upper(dept) AS d, count(*) AS n FROM hr.staff GROUP BY upper(dept)", _SHAPE),
+        ("SELECT 'x' AS d, count(*) AS n FROM hr.staff GROUP BY 'x'", _SHAPE),
+        ("SELECT dept, count(*) AS n FROM hr.staff GROUP BY dept ORDER BY length(dept)", _SHAPE),
     ],
 )
 def test_sql_shapes_the_enclave_cannot_judge_are_refused(org_keys: Keys, sql: str, found: str) -> None:
