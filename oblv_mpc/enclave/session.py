@@ -71,6 +71,10 @@ class ResultRecord:
     suppressed_groups: int | None  # None: not disclosed
 
 
+# Refusal codes that are a computation's outcome (data-dependent): told to its readers only.
+OUTCOME_CODES = frozenset({"withheld", "compute_limit", "compute_failed"})
+
+
 @dataclass(frozen=True)
 class Refusal:
     """A computation that was attempted and released nothing: the same answer every time."""
@@ -127,7 +131,14 @@ class Session:
         return sign_statement(self._signing, {**base, **fields})
 
     def record_refusal(self, party: str, op: str, code: str) -> None:
-        """A party's refused request goes into the transcript (without the refused content)."""
+        """A party's refused request goes into the transcript (without the refused content).
+
+        A refusal that is a computation's outcome (withheld, stopped by a limit) is not recorded
+        as such: every party reads the transcript, and only the computation's readers may learn
+        its outcome. The ``fetch`` event already says that the reader asked.
+        """
+        if code in OUTCOME_CODES:
+            return
         with self._lock:
             self._record("refusal", {"party": party, "op": op, "code": code})
 
@@ -276,13 +287,12 @@ class Session:
             for name, computation in self.manifest.computations.items():
                 missing = self._missing(name)
                 outcome = self.results.get(name)
-                state = (
-                    "done"
-                    if isinstance(outcome, ResultRecord)
-                    else "refused"
-                    if outcome is not None
-                    else ("ready" if not missing else "waiting")
-                )
+                if outcome is None:
+                    state = "ready" if not missing else "waiting"
+                elif party not in computation.readers:
+                    state = "attempted"  # released or withheld is for its readers to know
+                else:
+                    state = "done" if isinstance(outcome, ResultRecord) else "refused"
                 computations[name] = {
                     "state": state,
                     "missing": missing,
@@ -325,15 +335,15 @@ class Session:
             self._spend(name, privacy.cost(computation))
         # Frozen from the first attempt, whatever its outcome: a party cannot re-upload and try again.
         self.frozen.update(computation.inputs)
+        inputs = {t: self.inputs[t].commitment for t in computation.inputs}
+        # One event whatever the outcome: every party reads the transcript, only readers the outcome.
+        self._record("attempt", {"computation": name, "inputs": inputs})
         try:
             output = self.engine.run(computation)
         except Withheld as exc:
-            self._record("withheld", {"computation": name})
             return Refusal("withheld", f"{name}: {exc.reason}")
         except RunFailed as exc:
-            self._record("run_failed", {"computation": name, "code": exc.code})
             return Refusal(exc.code, f"{name}: {exc.reason}")
-        inputs = {t: self.inputs[t].commitment for t in computation.inputs}
         signed = self._statement(
             "result",
             computation=name,
@@ -343,7 +353,6 @@ class Session:
             rules={**computation.rules, "dp": output.dp},
             inputs=inputs,
         )
-        self._record("run", {"computation": name, "inputs": inputs})
         return ResultRecord(signed, len(output.rows), output.suppressed_groups)
 
     def _spend(self, name: str, epsilon: float) -> None:
@@ -375,8 +384,10 @@ class Session:
         name = body.get("computation") if isinstance(body, dict) else None
         with self._lock:
             self._check_reader(party, str(name))
+            if str(name) not in self.results:
+                self.results[str(name)] = self._attempt(str(name))
+            self._record("fetch", {"computation": name, "party": party})  # released or refused alike
             record = self._run(str(name))
-            self._record("release", {"computation": name, "party": party})
             return {"result": record.signed}
 
     def transcript(self, party: str) -> dict[str, Any]:

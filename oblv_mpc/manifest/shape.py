@@ -78,6 +78,7 @@ def _analyse(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> Usage
     _from(node["from_table"], tables, occurrences)
     if not occurrences:
         raise _Opaque
+    joined = node["from_table"].get("type") == "JOIN"
     resolve = _Resolver(occurrences, tables)
     groups = node.get("group_expressions", [])
     if len(node.get("group_sets", [])) > 1 or any(sorted(s) != list(range(len(groups))) for s in node["group_sets"]):
@@ -89,9 +90,18 @@ def _analyse(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> Usage
         grouped.add((id(occurrence), column))
     if node.get("where_clause") is not None:
         for expression in _walk(node["where_clause"]):
-            if expression.get("class") in ("SUBQUERY", "WINDOW") or _aggregate_name(expression):
-                raise _Opaque
-            if expression.get("class") == "COLUMN_REF":
+            if "class" not in expression:
+                continue  # a literal's value, not an expression
+            kind = (expression["class"], expression.get("type"))
+            if kind == ("FUNCTION", "FUNCTION"):
+                if expression.get("function_name") not in _WHERE_FUNCTIONS or expression.get("schema") not in (
+                    "",
+                    None,
+                ):
+                    raise _Opaque
+            elif kind not in _WHERE_NODES:
+                raise _Opaque  # other functions, casts, CASE, COLUMNS(*), positional #n, subqueries ...
+            if expression["class"] == "COLUMN_REF":
                 occurrence, column = resolve(expression)
                 occurrence.use.dimensions.add(column)
     for expression in node["select_list"]:
@@ -104,7 +114,42 @@ def _analyse(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> Usage
             if expression.get("class") == "CONSTANT":
                 continue
             _output(expression, resolve, grouped, aliases={str(e.get("alias")) for e in node["select_list"]})
-    return Usage(Shape.AGGREGATE, [o.use for o in occurrences])
+    return Usage(Shape.AGGREGATE, [o.use for o in occurrences], joined=joined)
+
+
+# What a WHERE clause over protected tables may hold: comparisons, AND/OR/NOT, IS [NOT] NULL,
+# [NOT] IN, BETWEEN and [NOT] LIKE / ILIKE / GLOB of dimension columns and constants. No other
+# function, no cast, no CASE: whether a run fails, or how long it takes, must not depend on one
+# row (an error oracle); and the enclave still evaluates the clause inside TRY(), so that no
+# value can make the run fail (with_unit_counts).
+_WHERE_FUNCTIONS = frozenset({"~~", "!~~", "~~*", "!~~*", "~~~"})
+_WHERE_NODES = frozenset(
+    {
+        ("COLUMN_REF", "COLUMN_REF"),
+        ("CONSTANT", "VALUE_CONSTANT"),
+        ("CONJUNCTION", "CONJUNCTION_AND"),
+        ("CONJUNCTION", "CONJUNCTION_OR"),
+        ("OPERATOR", "OPERATOR_NOT"),
+        ("OPERATOR", "OPERATOR_IS_NULL"),
+        ("OPERATOR", "OPERATOR_IS_NOT_NULL"),
+        ("OPERATOR", "COMPARE_IN"),
+        ("OPERATOR", "COMPARE_NOT_IN"),
+        ("BETWEEN", "COMPARE_BETWEEN"),
+        *(
+            ("COMPARISON", kind)
+            for kind in (
+                "COMPARE_EQUAL",
+                "COMPARE_NOTEQUAL",
+                "COMPARE_LESSTHAN",
+                "COMPARE_GREATERTHAN",
+                "COMPARE_LESSTHANOREQUALTO",
+                "COMPARE_GREATERTHANOREQUALTO",
+                "COMPARE_DISTINCT_FROM",
+                "COMPARE_NOT_DISTINCT_FROM",
+            )
+        ),
+    }
+)
 
 
 def _output(
@@ -130,6 +175,13 @@ def _output(
     if len(arguments) != 1 or arguments[0].get("class") != "COLUMN_REF":
         raise _Opaque
     occurrence, column = resolve(arguments[0])
+    if expression.get("distinct"):
+        # Whether values within a group repeat is a fact about the values: DISTINCT only for count,
+        # and only of a column the owner shows anyway (a dimension) or matches on (a join column).
+        if function != "count":
+            raise _Opaque
+        occurrence.use.dimensions.add(column)
+        return
     occurrence.use.aggregates.add((function, column))
 
 
@@ -174,12 +226,18 @@ def _from(node: Mapping[str, Any], tables: Mapping[str, InputTable], found: list
         if node.get("condition") is not None:
             raise _Opaque
         for column in node["using_columns"]:
+            types = set()
             for side in sides:
                 having = [o for o in side if tables[o.use.table].column(column) is not None]
                 if not having:
                     raise _Opaque
                 for occurrence in having:
                     occurrence.use.joins.add(column)
+                    declared = tables[occurrence.use.table].column(column)
+                    assert declared is not None
+                    types.add(declared.type)
+            if len(types) != 1:
+                raise _Opaque  # USING columns of different types: a cast in every comparison
         return
     resolve = _Resolver(found[before:], tables)
     condition = node.get("condition")
@@ -188,11 +246,23 @@ def _from(node: Mapping[str, Any], tables: Mapping[str, InputTable], found: list
     for comparison in _conjuncts(condition):
         if comparison.get("type") != "COMPARE_EQUAL":
             raise _Opaque
+        ends = []
         for side in (comparison["left"], comparison["right"]):
             if side.get("class") != "COLUMN_REF":
                 raise _Opaque
-            occurrence, column = resolve(side)
-            occurrence.use.joins.add(column)
+            ends.append(resolve(side))
+        (first, first_column), (second, second_column) = ends
+        # Each equality links one table on the left with one on the right (a.id = a.id links
+        # nothing: a cross join), and compares columns of one type (no cast, no collisions).
+        left = {id(o) for o in sides[0]}
+        if (id(first) in left) == (id(second) in left):
+            raise _Opaque
+        first_type = tables[first.use.table].column(first_column)
+        second_type = tables[second.use.table].column(second_column)
+        if first_type is None or second_type is None or first_type.type is not second_type.type:
+            raise _Opaque
+        first.use.joins.add(first_column)
+        second.use.joins.add(second_column)
 
 
 def _conjuncts(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -238,13 +308,19 @@ def _walk(node: Any) -> Iterator[Mapping[str, Any]]:
 
 
 def with_unit_counts(tree: Mapping[str, Any], counts: Sequence[UnitCount], render: Renderer) -> str:
-    """The SQL of ``tree`` with ``count(DISTINCT <table>.<unit>) AS <helper>`` added per counted table.
+    """The SQL of ``tree`` with ``count(DISTINCT <table>.<unit>) AS <helper>`` added per counted table,
+    and its WHERE clause evaluated inside ``TRY()``, so that no row's value can make the run fail.
 
     ``render`` turns SQL into DuckDB's parse tree and back (``json_serialize_sql`` and
     ``json_deserialize_sql``), so the edit is made on the tree, never on the text.
     """
     edited = copy.deepcopy(dict(tree))
-    select_list = edited["statements"][0]["node"]["select_list"]
+    node = edited["statements"][0]["node"]
+    select_list = node["select_list"]
+    if node.get("where_clause") is not None:
+        wrapper = json.loads(render.serialize("SELECT 1 WHERE TRY(true)"))["statements"][0]["node"]["where_clause"]
+        wrapper["children"] = [node["where_clause"]]
+        node["where_clause"] = wrapper
     for count in counts:
         schema, name = count.table.split(".", 1)
         target = quote(count.alias) if count.alias else f"{quote(schema)}.{quote(name)}"

@@ -30,7 +30,7 @@ from typing import Any
 
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import InputTable
-from oblv_mpc.manifest.naming import HELPER_PREFIX
+from oblv_mpc.manifest.naming import HELPER_PREFIX, quote
 from oblv_mpc.terminal_text import find_hidden
 
 # Functions whose value depends on the environment, the clock or chance: results would not be
@@ -271,6 +271,16 @@ def _check(sql: str, tables: Mapping[str, InputTable], problems: Problems) -> Sq
             problems.add(path, f"not a plain SELECT: {tree.get('error_message', 'unsupported')}")
             return None
         ctes = _cte_names(tree)
+        for cte in sorted(ctes):
+            # A reference outside a CTE's scope would read the catalog object of that name (say
+            # duckdb_views, which lists every party's data): a CTE may not take such a name.
+            try:
+                connection.execute(f"DESCRIBE SELECT * FROM {quote(cte)}")
+            except duckdb.Error:
+                continue
+            problems.add(path, f"CTE name {cte!r} is the name of a built-in table; choose another")
+        if len(problems.items) != before:
+            return None
         used: list[str] = []
         forbidden = FORBIDDEN_FUNCTIONS | _inconsistent_functions()
         for node in _walk(tree.get("statements", [])):

@@ -10,9 +10,12 @@ Every test asserts that the attacker learns nothing beyond what the agreed relea
 either the manifest is refused, or the result (and all metadata) is the same in two worlds that
 differ only in the secret, or the secret cannot be computed from it.
 
-Attacks that currently SUCCEED are marked ``xfail(strict=True)`` with what leaks, so the suite
-stays green and the finding stays recorded (a fix turns them into failures to un-mark). The
-regression tests for attacks that are stopped are in ``test_red_team_stopped.py``.
+Each test here was an attack that succeeded when the red team wrote it (recorded then as a strict
+xfail naming what leaked); each now fails if the attack works again. The fixes: SQL joins must
+link both sides on keys of one type; WHERE holds only comparisons, logic and LIKE of dimensions,
+evaluated inside TRY(); non-readers see only that a computation was attempted; a CTE may not take
+a built-in table's name. The attacks that were stopped from the start are in
+``test_red_team_stopped.py``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def org_keys() -> Keys:
     return {name: keys.generate() for name in ("hr", "mal")}
 
 
-# -- succeeding attacks ---------------------------------------------------------------------------
+# -- attacks that succeeded before their fixes -----------------------------------------------------
 
 
 def _boss_salary_from_differences(enclave: Enclave) -> bool:
@@ -48,12 +51,6 @@ def _boss_salary_from_differences(enclave: Enclave) -> bool:
     return any(abs(a - b - BOSS_SALARY) < 0.5 for a in totals for b in totals)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: shape.analyse never sets Usage.joined, so a sql: JOIN need not match keys: the attacker "
-    "matches hr.id to a non-key column of its own, puts each engineer in two groups and the boss in one, and "
-    "the difference of the two sums is the boss's salary",
-)
 def test_a_sql_join_on_a_non_key_column_cannot_put_one_unit_in_two_groups(
     org_keys: Keys, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
@@ -69,12 +66,6 @@ def test_a_sql_join_on_a_non_key_column_cannot_put_one_unit_in_two_groups(
     assert not _boss_salary_from_differences(enclave)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: a JOIN whose ON compares one side with itself (a.id = a.id) is a cross join that the "
-    "key check accepts; WHERE s.dept = a.ref then matches on a dimension, so the attacker weights hr's rows "
-    "into overlapping groups and the difference of two sums is the boss's salary",
-)
 def test_a_join_condition_on_one_side_only_cannot_make_a_cross_join(
     org_keys: Keys, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
@@ -110,12 +101,6 @@ def _email_probe_worlds(org_keys: Keys, dev_ca: DevelopmentCA, measurements: Mea
     return worlds
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: shape.py walks WHERE for COLUMN_REF nodes only; COLUMNS('email') is a STAR node, so "
-    "hr's email (neither a dimension nor a join column) filters the rows, and the count tells whether "
-    "hr has an employee with the target's email",
-)
 def test_where_cannot_filter_on_a_protected_column_through_columns(
     org_keys: Keys, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
@@ -124,11 +109,6 @@ def test_where_cannot_filter_on_a_protected_column_through_columns(
     assert not worlds or worlds[0] == worlds[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: a positional reference (#2 is hr.staff's second declared column, email) in WHERE is a "
-    "POSITIONAL_REFERENCE node that shape.py does not resolve: the same email membership probe",
-)
 def test_where_cannot_filter_on_a_protected_column_by_position(
     org_keys: Keys, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
@@ -137,12 +117,6 @@ def test_where_cannot_filter_on_a_protected_column_by_position(
     assert not worlds or worlds[0] == worlds[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: a cast that fails only on a row of a sub-threshold group (CASE WHEN dept = 'boss' THEN "
-    "CAST(dept AS INTEGER) ...) makes the run fail iff that one unit exists: the 'one bit per computation' "
-    "that docs/protocol.md allows is about a single unit, below hr's min_distinct",
-)
 def test_a_run_failure_does_not_tell_whether_a_single_unit_exists(
     org_keys: Keys, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
@@ -163,12 +137,6 @@ def test_a_run_failure_does_not_tell_whether_a_single_unit_exists(
     assert worlds[0] == worlds[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: status shows every party each computation's state (done / refused) and the transcript "
-    "has 'withheld' or 'run' events: a party that may not read a computation still learns whether hr's "
-    "data made it withheld",
-)
 def test_a_party_that_may_not_read_a_computation_learns_nothing_from_its_outcome(
     org_keys: Keys, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
@@ -188,19 +156,13 @@ def test_a_party_that_may_not_read_a_computation_learns_nothing_from_its_outcome
     assert seen[0] == seen[1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FINDING: sql.py skips every unqualified table named like any CTE of the query, even outside the "
-    "CTE's scope: a reference there reads DuckDB's catalog (duckdb_views lists every party's data view), "
-    "past the 'reads only the declared tables' rule",
-)
 def test_sql_cannot_read_an_undeclared_table_named_like_a_cte_out_of_its_scope(org_keys: Keys) -> None:
     sql = (
         "SELECT v.view_name AS name, count(*) AS n FROM "
         "(WITH duckdb_views AS (SELECT 1 AS x) SELECT x FROM duckdb_views) AS q, duckdb_views AS v, mal.t "
         "GROUP BY v.view_name"
     )
-    with pytest.raises(ManifestError, match="undeclared table"):
+    with pytest.raises(ManifestError, match="is the name of a built-in table"):
         manifest.from_data(document(org_keys, sql))
 
 

@@ -189,7 +189,7 @@ _SHAPE = "shape the enclave cannot check"
         (
             "SELECT dept, count(*) AS n FROM hr.staff WHERE len(list_filter([dept], lambda salary: salary = 'x')) > 0 "
             "GROUP BY dept",
-            "'salary': its owner allows dept",
+            _SHAPE,
         ),
         ("SELECT dept, count(*) AS n FROM hr.staff WHERE email LIKE '%boss%' GROUP BY dept", "'email': its owner"),
         (
@@ -199,8 +199,15 @@ _SHAPE = "shape the enclave cannot check"
         ('SELECT dept, count(*) AS "__mpc_units_0" FROM hr.staff GROUP BY dept', "are the enclave's"),
         (
             "SELECT dept, count(*) AS n FROM hr.staff WHERE CASE WHEN salary > 5e5 THEN true END GROUP BY dept",
-            "'salary'",
+            _SHAPE,
         ),
+        ("SELECT dept, count(*) AS n FROM hr.staff WHERE dept COLLATE nocase = 'ENG' GROUP BY dept", _SHAPE),
+        ("SELECT dept, count(*) AS n FROM hr.staff WHERE dept SIMILAR TO 'e.*' GROUP BY dept", _SHAPE),
+        ("SELECT dept, count(*) AS n FROM hr.staff WHERE dept[1:2] = 'en' GROUP BY dept", _SHAPE),
+        ("SELECT dept, count(*) AS n FROM hr.staff WHERE dept ^@ 'e' GROUP BY dept", _SHAPE),
+        ("SELECT dept, count(*) AS n FROM hr.staff WHERE length(dept || '-') = 4 GROUP BY dept", _SHAPE),
+        ("SELECT dept, count(*) AS n FROM hr.staff WHERE CAST(dept AS INTEGER) > 0 GROUP BY dept", _SHAPE),
+        ("SELECT dept, sum(DISTINCT salary) AS n FROM hr.staff GROUP BY dept", _SHAPE),
         ("SELECT upper(dept) AS d, count(*) AS n FROM hr.staff GROUP BY upper(dept)", _SHAPE),
         ("SELECT 'x' AS d, count(*) AS n FROM hr.staff GROUP BY 'x'", _SHAPE),
         ("SELECT dept, count(*) AS n FROM hr.staff GROUP BY dept ORDER BY length(dept)", _SHAPE),
@@ -223,19 +230,14 @@ _TRICKY_DEPARTMENTS = ["eng", "ENG", "it's", "a\nb", "x'y", "é", "a%b", "n/a", 
         "dept = 'it''s'",
         "dept = E'a\\nb'",
         "dept = $$x'y$$",
-        "dept COLLATE nocase = 'ENG'",
-        "dept NOT LIKE 'a!%%' ESCAPE '!'",
+        "dept NOT LIKE 'a%'",
         "dept ILIKE 'E%'",
-        "dept SIMILAR TO 'e.*'",
         "dept GLOB 'e*'",
         "NOT dept IN ('eng', 'é')",
         "dept IS DISTINCT FROM 'eng'",
         "dept BETWEEN 'a' AND 'f'",
         "dept = 'eng' OR dept = 'n/a' AND dept = 'x'",
-        "CASE WHEN dept = 'eng' THEN false ELSE true END",
-        "dept[1:2] = 'en'",
-        "dept ^@ 'e'",
-        "length(dept || '-') = 4",
+        "dept IS NOT NULL AND NOT (dept = 'é' OR dept <> 'eng')",
     ],
 )
 def test_the_sql_the_enclave_runs_means_what_was_judged(org_keys: Keys, where: str) -> None:
@@ -313,7 +315,9 @@ def test_a_failed_run_is_one_answer_and_cannot_be_probed_again(
     org_keys: Keys, dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
     sql = "SELECT dept, count(*) AS n FROM hr.staff WHERE CAST(dept AS INTEGER) > 0 GROUP BY dept"
-    enclave = Enclave(document(org_keys, sql), org_keys, dev_ca, measurements)
+    doc = document(org_keys, sql)
+    doc["inputs"]["hr.staff"]["protection"] = {"release": "unrestricted"}  # casts only over unrestricted tables
+    enclave = Enclave(doc, org_keys, dev_ca, measurements)
     enclave.upload("mal", "t", attacker_table([("x", "y")]))
     enclave.upload("hr", "staff", HR_CSV)
     first = outcome(enclave, "mal", "c")
