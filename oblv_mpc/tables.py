@@ -244,6 +244,9 @@ class CsvIngest:
         except pa.ArrowInvalid as exc:
             raise self._locate(block, exc) from None
         count = parsed.num_rows
+        if not count:  # only empty lines (and _check_values needs a row)
+            self._line += lines
+            return
         if self._rows + count > self.table.max_rows:
             raise self._fail(f"more than the manifest's max_rows ({self.table.max_rows:,} rows)")
         self._check_values(parsed)
@@ -326,7 +329,7 @@ class CsvIngest:
             )
         except pa.ArrowInvalid as exc:
             raise self._fail(f"line {self._line} (header): {str(exc).removeprefix('CSV parse error: ')}") from None
-        self._check_header([name.strip() for name in header.column_names])
+        self._check_header([name.strip(" \t") for name in header.column_names])
         return block[end:]
 
     def _check_header(self, names: list[str]) -> None:
