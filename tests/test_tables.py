@@ -269,4 +269,4 @@ def test_hostile_quoting_is_checked_in_linear_time(shape: str, piece: int) -> No
     small, large = _seconds(shape, 2 * MiB, piece), _seconds(shape, 8 * MiB, piece)
     assert large < 2.0, f"{shape}: 8 MiB took {large:.2f}s"
     # four times the bytes: linear work takes about four times as long, quadratic sixteen
-    assert large < 8 * small + 0.1, f"{shape}: 2 MiB {small:.3f}s, 8 MiB {large:.3f}s"
+    assert large < 8 * small + 0.25, f"{shape}: 2 MiB {small:.3f}s, 8 MiB {large:.3f}s"
