@@ -4,10 +4,11 @@ The same :class:`CsvIngest` runs in two places: on the client before anything is
 clear errors, nothing uploaded), and in the enclave as the authoritative check while chunks
 arrive. Both see identical rules, so a file the client accepts is one the enclave accepts.
 
-How a stream is read: bytes arrive in pieces of any size; :class:`_LineSplitter` lexes each
-byte once, carrying its state (inside quotes or not) from piece to piece, and hands on all
-complete lines up to the last line break outside a quoted field (the rest waits for the next
-piece); Apache Arrow's CSV reader (C++) converts those lines to typed columns. The work is
+How a stream is read: bytes arrive in pieces of any size; :class:`_LineSplitter` lexes them,
+carrying its state (inside quotes or not) from piece to piece so that nothing is scanned again
+from the start, and hands on all complete lines up to the last line break outside a quoted
+field (the rest waits for the next piece); Apache Arrow's CSV reader (C++) converts those lines
+to typed columns. The work is
 linear in the bytes, whatever their shape and however they are cut, and needs no session
 state or database: the enclave runs it outside its session lock. In the enclave the typed
 pieces are kept as they are, and DuckDB scans them in place through ``register()``: it never
@@ -93,11 +94,12 @@ _BOM = b"\xef\xbb\xbf"
 
 
 class _LineSplitter:
-    """Cuts a CSV byte stream after its last line break outside quotes, in one linear pass.
+    """Cuts a CSV byte stream after its last line break outside quotes, in linear time.
 
     The lexer's state (inside a quoted value or not) is carried from piece to piece, so each
-    byte is scanned once, whatever the piece boundaries; only a quote at the very end of what
-    has arrived is looked at again (it may be the first of a doubled one).
+    byte is scanned a fixed number of times (once, unless a quoted value holds a window's last
+    line end), whatever the piece boundaries; only a quote at the very end of what has arrived
+    is looked at again with the next piece (it may be the first of a doubled one).
     """
 
     WINDOW = 1 << 20  # bytes per regular expression call: other threads run between calls
