@@ -1,8 +1,10 @@
 """Private set intersection cardinality over uploaded CSVs: how many emails all parties share.
 
-Each party posts a CSV with an ``email`` column (emails are trimmed and lower-cased); once every
-party of the manifest has, anyone may ask for the size of the intersection. Only that number
-leaves the enclave.
+Each party posts a CSV with an ``email`` column (emails are trimmed and lower-cased), once; once
+every party of the manifest has, anyone may ask for the size of the intersection. Only that number
+leaves the enclave. One submission each, and no answer before all are in: otherwise a party could
+post one email at a time and read off, from the cardinality, which of them the others hold. (A
+party can still post a list of its choosing once; that is what PSI cardinality reveals by design.)
 
     mpc enclave serve --manifest sessions/x.yaml --app examples.psi_service:router
     mpc connect ... --lport 3030
@@ -27,6 +29,8 @@ def make_router() -> APIRouter:
 
     @router.post("/upload")
     async def upload(request: Request, party: CallingParty) -> dict[str, object]:
+        if party.name in emails:  # one list each: no probing by resubmitting
+            raise HTTPException(409, detail=f"{party.name} has already submitted its list")
         text = (await request.body()).decode("utf-8", errors="strict")
         reader = csv.DictReader(io.StringIO(text))
         if reader.fieldnames is None or "email" not in reader.fieldnames:

@@ -38,6 +38,7 @@ from oblv_mpc.errors import (
 )
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.protocol.binding import EnclaveBinding, sha256
+from oblv_mpc.protocol.commitment import commit
 from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, Context, open_response, seal_request, verify_statement
 from oblv_mpc.protocol.hpke import KeyPair, SuiteName
 from oblv_mpc.protocol.transcript import Event, verify_chain
@@ -78,6 +79,9 @@ class Receipt:
     sha256: str
     statement: dict[str, Any]
     signed: dict[str, bytes]
+    commitment: str = ""  # what the other parties see of this input
+    salt: str = ""  # reveal it with the SHA-256 to prove what was used (oblv_mpc.protocol.commitment)
+    replaced: bool = False  # this upload replaced an earlier one of the same table
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,7 @@ class Result:
     computation: str
     columns: list[tuple[str, str]]
     rows: list[list[Any]]
-    suppressed_groups: int
+    suppressed_groups: int | None  # None: the owners' rules do not let the result say
     rules: dict[str, Any]
     inputs: dict[str, str]
     statement: dict[str, Any]
@@ -320,8 +324,30 @@ class EnclaveClient:
         for name, value in expected.items():
             if statement.get(name) != value:
                 raise ProtocolError(f"the receipt's {name} is {statement.get(name)!r}, expected {value!r}")
+        salt = statement.get("salt")
+        try:
+            committed = commit(
+                session=self.manifest.session,
+                manifest_sha256=self.manifest.hash,
+                table=table,
+                salt=bytes.fromhex(salt) if isinstance(salt, str) else b"",
+                sha256=digest.hexdigest(),
+            )
+        except ValueError:
+            raise ProtocolError("the receipt carries no valid commitment salt") from None
+        if statement.get("commitment") != committed:
+            raise ProtocolError("the receipt's commitment does not match its salt and your data's SHA-256")
         return Receipt(
-            self.party.name, table, int(statement["rows"]), total, digest.hexdigest(), statement, answer["receipt"]
+            self.party.name,
+            table,
+            int(statement["rows"]),
+            total,
+            digest.hexdigest(),
+            statement,
+            answer["receipt"],
+            commitment=committed,
+            salt=str(salt),
+            replaced=statement.get("replaced") is True,
         )
 
     def status(self) -> dict[str, Any]:
@@ -351,7 +377,9 @@ class EnclaveClient:
             computation=computation,
             columns=[(str(n), str(t)) for n, t in statement["columns"]],
             rows=statement["rows"],
-            suppressed_groups=int(statement["suppressed_groups"]),
+            suppressed_groups=(
+                None if statement.get("suppressed_groups") is None else int(statement["suppressed_groups"])
+            ),
             rules=dict(statement["rules"]),
             inputs=dict(statement["inputs"]),
             statement=statement,

@@ -57,6 +57,15 @@ def _document(public_keys: dict[str, str], parties: tuple[str, ...], rows: int) 
                 "key": ["employee_id"],
                 "max_rows": max(rows * 2, 10),
                 "max_bytes": 64 * 1024 * 1024 + rows * 64,
+                # Each employer's own rule: a released level holds at least 5 of its own employees.
+                "protection": {
+                    "unit": "employee_id",
+                    "min_distinct": 5,
+                    "dimensions": ["job_level"],
+                    "join_columns": ["employee_id"],
+                    "aggregates": {"salary": ["avg"]},
+                    "disclose_suppressed": True,
+                },
             }
             for p in parties
         },
@@ -70,7 +79,6 @@ def _document(public_keys: dict[str, str], parties: tuple[str, ...], rows: int) 
                     "aggregates": {"average_salary": {"avg": "salary"}},
                 },
                 "readers": list(parties),
-                "min_group_size": 5,
             },
             "shared_employees": {
                 "description": "How many employee ids appear at every party (people on several payrolls).",

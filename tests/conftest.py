@@ -48,6 +48,14 @@ def salary_document(
                 "key": ["id"],
                 "max_rows": 1000,
                 "max_bytes": 1_000_000,
+                "protection": {
+                    "unit": "id",
+                    "min_distinct": 2,
+                    "dimensions": ["level"],
+                    "join_columns": ["id"],
+                    "list_columns": ["id"],
+                    "aggregates": {"salary": ["avg", "sum"]},
+                },
             }
             for p in parties
         },
@@ -60,7 +68,6 @@ def salary_document(
                     "aggregates": {"average_salary": {"avg": "salary"}},
                 },
                 "readers": list(parties),
-                "min_group_size": 2,
             },
             "common_ids": {
                 "template": "psi_cardinality",

@@ -28,14 +28,17 @@ def test_demo_session_is_correct_and_private(tmp_path: Path, parties: int) -> No
     assert "not a reader of shared_employees" in outcome.refused
     # recompute average salary per level from the kept CSV files
     rows: list[dict[str, Any]] = []
+    own: dict[str, list[dict[str, Any]]] = {}
     for name in demo.PARTY_NAMES[:parties]:
         with (tmp_path / "kept" / name / "employees.csv").open() as handle:
-            rows += list(csv.DictReader(handle))
+            own[name] = list(csv.DictReader(handle))
+            rows += own[name]
     levels = sorted({r["job_level"] for r in rows})
     expected = {lvl: statistics.fmean(float(r["salary"]) for r in rows if r["job_level"] == lvl) for lvl in levels}
     counts = {lvl: sum(r["job_level"] == lvl for r in rows) for lvl in levels}
     result = outcome.results["alice"]["average_salary"]
-    kept = {lvl for lvl in levels if counts[lvl] >= 5}
+    # every employer's own rule: a released level holds at least 5 of its own employees
+    kept = {lvl for lvl in levels if all(sum(r["job_level"] == lvl for r in mine) >= 5 for mine in own.values())}
     assert {row[0] for row in result.rows} == kept
     for level, average, size in result.rows:
         assert average == pytest.approx(expected[level]) and size == counts[level]

@@ -6,12 +6,15 @@ import base64
 import contextlib
 import csv
 import json
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
@@ -23,6 +26,7 @@ from oblv_mpc.cli.attestation import ALLOW_DEBUG_HELP, warn_debug_allowed
 from oblv_mpc.client import Connection, EnclaveClient, Result
 from oblv_mpc.errors import KeyFileError, UsageError
 from oblv_mpc.manifest import Role
+from oblv_mpc.privacy_ledger import PrivacyLedger, check_new_instance
 
 _PROFILE = typer.Option(profile.DEFAULT_DIR, "--profile", help="The connection profile's folder.")
 _JSON = typer.Option(False, "--json", help="Print the result as JSON.")
@@ -47,6 +51,11 @@ def _session(profile_dir: Path) -> Iterator[tuple[EnclaveClient, profile.Profile
     with httpx.Client(base_url=saved.url, timeout=_TIMEOUT) as http:
         client, connection = profile.reconnect(saved, http, identity)
         _announce(connection)
+        if client.manifest.privacy_budget is not None:
+            # Remember what this instance has spent, so a restart's fresh budget is noticed (privacy_ledger).
+            spent = client.status().get("privacy", {}).get("spent")
+            if isinstance(spent, int | float):
+                PrivacyLedger(profile_dir).record(client.manifest.hash, connection.instance.hex(), float(spent))
         yield client, saved
 
 
@@ -64,12 +73,30 @@ def connect(
     lport: int | None = typer.Option(
         None, "--lport", help="Then stay running as a local proxy to the enclave's own routes on 127.0.0.1:LPORT."
     ),
+    unix_socket: Path | None = typer.Option(
+        None,
+        "--unix-socket",
+        help="Then stay running as that proxy on a Unix socket at this path that only you can use (mode 0600), "
+        "instead of --lport: for machines with other users.",
+    ),
+    allow_origin: list[str] = typer.Option(
+        [],
+        "--allow-origin",
+        help="Let web pages from this exact origin (scheme://host[:port]) use the proxy, and so act as you "
+        "(repeatable; warns on every start). By default every request from a web page is refused.",
+    ),
     profile_dir: Path = _PROFILE,
     as_json: bool = _JSON,
 ) -> None:
     """Verify the enclave's attestation and this session, and save a profile for the commands below."""
     if key is None:
         raise UsageError("--key is required: your private key file", hint="e.g. --key alice_private.der")
+    if lport is not None and unix_socket is not None:
+        raise UsageError("--lport and --unix-socket both given: the proxy listens on one of them")
+    if allow_origin and lport is None and unix_socket is None:
+        raise UsageError(
+            "--allow-origin applies to the local proxy only", hint="add --lport PORT or --unix-socket PATH"
+        )
     flags = (pcr0, pcr1, pcr2)
     policy = choose_policy(pcr_file, flags, allow_debug=allow_debug_enclave)
     if policy.allow_debug:
@@ -80,34 +107,30 @@ def connect(
         identity.public_key()
     ):
         raise KeyFileError(f"{public_key} is not the public half of {key}")
-    http = httpx.Client(base_url=url, timeout=_TIMEOUT)
-    client = EnclaveClient(http, loaded, identity, policy, party=party)
-    try:
+    origins = _allowed_origins(allow_origin)
+    # the proxy's port or socket first: if it is taken, nothing has been done yet
+    with _listening(lport, unix_socket) as listening, httpx.Client(base_url=url, timeout=_TIMEOUT) as http:
+        client = EnclaveClient(http, loaded, identity, policy, party=party)
         connection = client.connect()
-    except BaseException:
-        http.close()
-        raise
-    _announce(connection)
-    saved = profile.Profile(
-        url=url,
-        manifest=str(manifest_path.resolve()),
-        manifest_sha256=loaded.hash,
-        party=client.party.name,
-        private_key=str(key.resolve()),
-        instance=connection.instance.hex(),
-        key_id=connection.key_id,
-        development=connection.attestation.development,
-        allow_debug=policy.allow_debug,
-        connected_at=profile.now_iso(),
-        pcr_file=str(pcr_file.resolve()) if pcr_file else None,
-        pcrs={f"pcr{i}": v for i, v in enumerate(flags)} if pcr_file is None else None,  # type: ignore[misc]
-    )
-    path = saved.save(profile_dir)
-    if lport is not None:
-        _run_proxy(client, lport)
-        http.close()
-        return
-    http.close()
+        _announce(connection)
+        saved = profile.Profile(
+            url=url,
+            manifest=str(manifest_path.resolve()),
+            manifest_sha256=loaded.hash,
+            party=client.party.name,
+            private_key=str(key.resolve()),
+            instance=connection.instance.hex(),
+            key_id=connection.key_id,
+            development=connection.attestation.development,
+            allow_debug=policy.allow_debug,
+            connected_at=profile.now_iso(),
+            pcr_file=str(pcr_file.resolve()) if pcr_file else None,
+            pcrs={f"pcr{i}": v for i, v in enumerate(flags)} if pcr_file is None else None,  # type: ignore[misc]
+        )
+        path = saved.save(profile_dir)
+        if listening is not None:
+            _run_proxy(client, listening, origins)
+            return
     me = client.party
     summary: dict[str, Any] = {
         "enclave": url,
@@ -137,18 +160,65 @@ def connect(
     out.print(table)
 
 
-def _run_proxy(client: EnclaveClient, lport: int) -> None:
-    """Serve the attested proxy on 127.0.0.1:lport until Ctrl-C."""
-    from oblv_mpc.enclave.server import listen, serve_forever
+def _allowed_origins(values: list[str]) -> list[str]:
+    """``--allow-origin`` values in the exact form browsers send (a wrong one stops here)."""
+    if not values:
+        return []
+    from oblv_mpc.proxy import normalize_origin
+
+    return [normalize_origin(value) for value in values]
+
+
+@dataclass(frozen=True)
+class _Listening:
+    sock: socket.socket
+    where: str
+    unix_path: Path | None
+
+
+@contextlib.contextmanager
+def _listening(lport: int | None, unix_socket: Path | None) -> Iterator[_Listening | None]:
+    """The proxy's listening socket, if it is to run: 127.0.0.1:lport, or an owner-only Unix socket."""
+    if unix_socket is not None:
+        from oblv_mpc.proxy import listen_unix
+
+        listener = listen_unix(unix_socket)
+        try:
+            yield _Listening(listener.sock, f"unix:{listener.path}", listener.path)
+        finally:
+            listener.close()
+    elif lport is not None:
+        from oblv_mpc.enclave.server import listen, url_of
+
+        try:
+            sock = listen("127.0.0.1", lport)
+        except OSError as exc:
+            raise UsageError(
+                f"cannot listen on 127.0.0.1:{lport}: {exc.strerror or exc}", hint="choose another --lport (0: any)"
+            ) from None
+        with sock:
+            yield _Listening(sock, url_of(sock), None)
+    else:
+        yield None
+
+
+def _run_proxy(client: EnclaveClient, listening: _Listening, origins: list[str]) -> None:
+    """Serve the attested proxy on its socket until Ctrl-C."""
+    from oblv_mpc.enclave.server import serve_forever
     from oblv_mpc.proxy import Proxy
 
-    proxy = Proxy(client, lambda line: err.print(line, markup=False, highlight=False))
-    sock = listen("127.0.0.1", lport)
-    out.print(
-        f"ready: proxy listening on http://127.0.0.1:{sock.getsockname()[1]} (party {client.party.name})", markup=False
-    )
+    me = client.party.name
+    proxy = Proxy(client, lambda line: err.print(line, markup=False, highlight=False), allow_origins=origins)
+    for origin in origins:
+        warn(
+            f"--allow-origin {escape(origin)}: scripts on pages from {escape(origin)} can use this proxy, "
+            f"and so act as {escape(me)} (sign, submit, read what {escape(me)} may read)"
+        )
+    out.print(f"ready: proxy listening on {listening.where} (party {me})", markup=False)
     out.file.flush()
-    serve_forever(proxy.app, sock)
+    if listening.unix_path is not None:
+        err.print(f"reach it with: curl --unix-socket {listening.unix_path} http://localhost/PATH", markup=False)
+    serve_forever(proxy.app, listening.sock)
     err.print("proxy stopped")
 
 
@@ -161,6 +231,11 @@ def _receipt_file(profile_dir: Path, table: str) -> Path:
 def submit(
     file: Path = typer.Argument(..., help="The CSV file to submit."),
     table: str = typer.Option(..., "--table", help="Which of your tables it is (e.g. employees)."),
+    allow_fresh_privacy_budget: bool = typer.Option(
+        False,
+        "--allow-fresh-privacy-budget",
+        help="Submit to a restarted enclave although an earlier one already spent privacy budget (loud).",
+    ),
     profile_dir: Path = _PROFILE,
     as_json: bool = _JSON,
 ) -> None:
@@ -177,9 +252,18 @@ def submit(
     err.print(f"checking {file} against {qualified}'s schema (nothing is sent yet)")
     summary = validate_file(file, declared)
     err.print(f"[green]✓[/] {summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...")
-    with _session(profile_dir) as (client, _), _progress() as progress:
-        task = progress.add_task(f"uploading {file.name}", total=summary.size)
-        receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
+    with _session(profile_dir) as (client, _):
+        assert client.connection is not None
+        check_new_instance(
+            PrivacyLedger(profile_dir),
+            loaded.hash,
+            client.connection.instance.hex(),
+            allow_fresh_budget=allow_fresh_privacy_budget,
+            warn=warn,
+        )
+        with _progress() as progress:
+            task = progress.add_task(f"uploading {file.name}", total=summary.size)
+            receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
     assert client.connection is not None
     record = {
         "receipt": {k: v for k, v in receipt.statement.items()},
@@ -192,7 +276,9 @@ def submit(
     if as_json:
         print_json(record["receipt"])
         return
-    out.print(f"[green]✓[/] {qualified}: {receipt.rows:,} rows accepted, SHA-256 {receipt.sha256}")
+    replaced = " (it replaced your earlier upload)" if receipt.replaced else ""
+    out.print(f"[green]✓[/] {qualified}: {receipt.rows:,} rows accepted{replaced}, SHA-256 {receipt.sha256}")
+    err.print(f"others see only its commitment {receipt.commitment[:16]}...; the receipt keeps the salt to prove it")
     err.print(f"signed receipt saved in {path}")
 
 
@@ -215,15 +301,21 @@ def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
     if as_json:
         print_json(answer)
         return
-    inputs = Table(title=f"inputs of {answer['session']}", title_justify="left")
-    for heading in ("table", "party", "state", "rows", "SHA-256"):
+    inputs = Table(
+        title=f"inputs of {answer['session']}",
+        title_justify="left",
+        caption="others' inputs show as salted commitments; rows and SHA-256 of your own only",
+        caption_justify="left",
+    )
+    for heading in ("table", "party", "state", "rows", "SHA-256 (yours)", "commitment"):
         inputs.add_column(heading)
     for name, entry in sorted(answer["inputs"].items()):
         state = ("[green]submitted[/]" if entry["submitted"] else "[yellow]missing[/]") + (
             " (frozen)" if entry["frozen"] else ""
         )
-        rows = f"{entry['rows']:,}" if entry["rows"] is not None else "-"
-        inputs.add_row(name, entry["party"], state, rows, (entry["sha256"] or "-")[:16])
+        rows = f"{entry['rows']:,}" if entry.get("rows") is not None else "-"
+        sha = (entry.get("sha256") or "-")[:16]
+        inputs.add_row(name, entry["party"], state, rows, sha, (entry.get("commitment") or "-")[:16])
     out.print(inputs)
     computations = Table(title="computations", title_justify="left")
     for heading in ("computation", "state", "waiting for", "readers", "you may read"):
@@ -250,7 +342,13 @@ def compute(
     if as_json:
         print_json(answer)
         return
-    out.print(f"[green]✓[/] {name} ran: {answer['rows']} rows, {answer['suppressed_groups']} groups suppressed")
+    out.print(f"[green]✓[/] {name} ran: {answer['rows']} rows" + _suppressed(answer.get("suppressed_groups")))
+
+
+def _suppressed(count: int | None) -> str:
+    if count is None:
+        return " (the owners' rules may have suppressed groups; the result does not say how many)"
+    return f", {count} group(s) suppressed by the owners' rules" if count else ""
 
 
 def _write_result(result: Result, path: Path, fmt: str) -> None:
@@ -309,9 +407,8 @@ def preview(result: Result, limit: int = 20) -> None:
     out.print(table)
     if len(result.rows) > limit:
         out.print(f"[dim]... {len(result.rows) - limit:,} more rows (use --out FILE)[/]")
-    if result.suppressed_groups:
-        rule = result.rules.get("min_group_size")
-        out.print(f"{result.suppressed_groups} group(s) with fewer than {rule} rows were suppressed")
+    if result.rules.get("min_distinct"):
+        out.print(f"released under the owners' rules{_suppressed(result.suppressed_groups)}")
 
 
 def _short(value: Any) -> str:

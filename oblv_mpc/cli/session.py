@@ -9,11 +9,13 @@ import typer
 from rich.panel import Panel
 from rich.syntax import Syntax
 from rich.table import Table
+from rich.text import Text
 
 from oblv_mpc import keys, manifest
-from oblv_mpc.cli._console import err, out, print_json
+from oblv_mpc.cli._console import err, out, print_json, warn
 from oblv_mpc.errors import UsageError
 from oblv_mpc.manifest import Computation, Manifest, Role
+from oblv_mpc.manifest.model import Release
 
 app = typer.Typer(help="Assemble, check and inspect session manifests.", no_args_is_help=True)
 
@@ -82,9 +84,28 @@ def add_input(
     key: list[str] = typer.Option([], "--key", help="A key column; repeat for a composite key."),
     max_rows: int = typer.Option(manifest.DEFAULT_MAX_ROWS, "--max-rows", help="Most rows the table may have."),
     max_bytes: int = typer.Option(manifest.DEFAULT_MAX_BYTES, "--max-bytes", help="Largest upload, in bytes."),
+    unit: str | None = typer.Option(None, "--unit", help="Protection: the privacy unit column (e.g. customer_id)."),
+    min_distinct: int | None = typer.Option(
+        None, "--min-distinct", help="Protection: every released group holds at least K distinct units."
+    ),
+    dimensions: list[str] = typer.Option([], "--dimension", help="Protection: a column results may group by; repeat."),
+    join_columns: list[str] = typer.Option([], "--join-column", help="Protection: a column others may match on."),
+    list_columns: list[str] = typer.Option(
+        [], "--list-column", help="Protection: a column whose shared values may be listed (psi)."
+    ),
+    allow: list[str] = typer.Option(
+        [], "--allow", help="Protection: COLUMN:FUNCTION[,FUNCTION], e.g. salary:avg,sum (count is always allowed)."
+    ),
+    allow_dp: bool = typer.Option(False, "--allow-dp", help="Protection: differentially private releases may read it."),
+    disclose_suppressed: bool = typer.Option(
+        False, "--disclose-suppressed", help="Protection: results may say how many groups were suppressed."
+    ),
+    unrestricted: bool = typer.Option(
+        False, "--unrestricted", help="No protection: any agreed computation may release anything from it (loud)."
+    ),
     replace: bool = typer.Option(False, "--replace", help="Replace an input of that name."),
 ) -> None:
-    """Declare an input table of a party, with typed columns and limits."""
+    """Declare an input table of a party: typed columns, limits, and its owner's protection rules."""
     parsed: dict[str, str] = {}
     for spec in columns:
         name, sep, column_type = spec.partition(":")
@@ -96,7 +117,60 @@ def add_input(
         body["key"] = key
     body["max_rows"] = max_rows
     body["max_bytes"] = max_bytes
+    rules = _protection(
+        unit, min_distinct, dimensions, join_columns, list_columns, allow, allow_dp, disclose_suppressed, unrestricted
+    )
+    if rules is not None:
+        body["protection"] = rules
     _edit(file, "inputs", table, body, replace=replace)
+    if rules is None:
+        warn(
+            f"{table} declares no protection: no computation may release anything derived from it until its owner "
+            "adds --unit and --min-distinct (and what may be grouped by or aggregated), or --unrestricted"
+        )
+    elif unrestricted:
+        warn(f"{table} is UNRESTRICTED: any agreed computation may release anything derived from its rows")
+
+
+def _protection(
+    unit: str | None,
+    min_distinct: int | None,
+    dimensions: list[str],
+    join_columns: list[str],
+    list_columns: list[str],
+    allow: list[str],
+    allow_dp: bool,
+    disclose_suppressed: bool,
+    unrestricted: bool,
+) -> dict[str, Any] | None:
+    """The ``protection:`` block the flags describe (None: none declared)."""
+    rules_given = unit or min_distinct or dimensions or join_columns or list_columns or allow or allow_dp
+    if unrestricted:
+        if rules_given or disclose_suppressed:
+            raise UsageError("--unrestricted cannot be combined with protection rules: it allows everything")
+        return {"release": "unrestricted"}
+    if not rules_given:
+        return None
+    if unit is None or min_distinct is None:
+        raise UsageError(
+            "protection needs both --unit COLUMN and --min-distinct K", hint="e.g. --unit id --min-distinct 5"
+        )
+    rules: dict[str, Any] = {"unit": unit, "min_distinct": min_distinct}
+    for key, values in (("dimensions", dimensions), ("join_columns", join_columns), ("list_columns", list_columns)):
+        if values:
+            rules[key] = values
+    if allow:
+        rules["aggregates"] = {}
+        for spec in allow:
+            column, sep, functions = spec.partition(":")
+            if not sep or not functions:
+                raise UsageError(f"--allow {spec!r}: expected COLUMN:FUNCTION[,FUNCTION], e.g. salary:avg,sum")
+            rules["aggregates"][column] = functions.split(",")
+    if allow_dp:
+        rules["allow_dp"] = True
+    if disclose_suppressed:
+        rules["disclose_suppressed"] = True
+    return rules
 
 
 @app.command("add-computation")
@@ -114,7 +188,9 @@ def add_computation(
     aggregates: list[str] = typer.Option(
         [], "--aggregate", help="Template: OUT=FUNCTION:COLUMN, e.g. avg_salary=avg:salary."
     ),
-    min_group_size: int | None = typer.Option(None, "--min-group-size", help="Suppress groups with fewer rows."),
+    max_output_rows: int | None = typer.Option(
+        None, "--max-output-rows", help="Withhold a result with more rows than this, entirely."
+    ),
     description: str = typer.Option("", "--description", help="What it computes, in words."),
     replace: bool = typer.Option(False, "--replace", help="Replace a computation of that name."),
 ) -> None:
@@ -145,8 +221,8 @@ def add_computation(
             raise UsageError("--input, --on, --group-by and --aggregate apply to templates, not to --sql")
         body["sql"] = sql
     body["readers"] = readers
-    if min_group_size is not None:
-        body["min_group_size"] = min_group_size
+    if max_output_rows is not None:
+        body["max_output_rows"] = max_output_rows
     _edit(file, "computations", name, body, replace=replace)
 
 
@@ -194,6 +270,7 @@ def _as_json(m: Manifest) -> dict[str, Any]:
             t.qualified: {
                 "columns": {c.name: c.type.value for c in t.columns},
                 "key": list(t.key),
+                "protection": t.protection.canonical(),
                 "max_rows": t.max_rows,
                 "max_bytes": t.max_bytes,
             }
@@ -203,6 +280,7 @@ def _as_json(m: Manifest) -> dict[str, Any]:
             c.name: {
                 "template": c.template,
                 "sql": c.sql,
+                "run_sql": c.run_sql,  # the agreed SQL plus the enclave's per-owner unit counts
                 "inputs": list(c.inputs),
                 "readers": list(c.readers),
                 "rules": c.rules,
@@ -213,16 +291,23 @@ def _as_json(m: Manifest) -> dict[str, Any]:
     }
 
 
-def _describe_rules(c: Computation) -> str:
-    parts = []
-    if c.min_group_size:
-        parts.append(f"min_group_size {c.min_group_size}")
-    if c.max_output_rows:
-        parts.append(f"max_output_rows {c.max_output_rows}")
+def _describe_rules(c: Computation) -> list[str]:
+    """What the enclave enforces on this computation's result, in plain words."""
+    lines = list(c.policy.describe())
     if c.dp:
         bounds = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in c.dp["bounds"].items())
-        parts.append(f"differential privacy: Laplace, epsilon {c.dp['epsilon']:g}" + (f", {bounds}" if bounds else ""))
-    return "; ".join(parts)
+        lines.append(f"differential privacy: Laplace, epsilon {c.dp['epsilon']:g}" + (f", {bounds}" if bounds else ""))
+    return lines
+
+
+def _render_owner_rules(m: Manifest, c: Computation) -> None:
+    """Each owner's protection of each table the computation reads, next to the computation."""
+    for name in c.inputs:
+        table = m.inputs[name]
+        style = "bold red" if table.protection.release is Release.UNRESTRICTED else "cyan"
+        out.print(Text(f"  {name}, protected by {table.party}:", style="bold"))
+        for sentence in table.protection.describe():
+            out.print(Text(f"    - {sentence}", style=style))
 
 
 def _render(m: Manifest) -> None:
@@ -246,12 +331,14 @@ def _render(m: Manifest) -> None:
             f"[bold]privacy budget[/] epsilon {m.privacy_budget['epsilon']:g} for all differentially private releases"
         )
     for c in m.computations.values():
-        rules = _describe_rules(c) or "none"
         header = (
-            f"[bold]{c.name}[/] ({c.template or 'sql'})  readers: {', '.join(c.readers)}  "
-            f"inputs: {', '.join(c.inputs)}  release rules: {rules}"
+            f"[bold]{c.name}[/] ({c.template or 'sql'})  readers: {', '.join(c.readers)}  inputs: {', '.join(c.inputs)}"
         )
-        if c.description:
-            header += f"\n[dim]{c.description}[/]"
         out.print(header)
+        if c.description:
+            out.print(Text(c.description, style="dim"))
+        _render_owner_rules(m, c)
+        out.print(Text("  enforced on the result:", style="bold"))
+        for rule in _describe_rules(c) or ["nothing beyond the readers"]:
+            out.print(Text(f"    - {rule}"))
         out.print(Panel(Syntax(c.sql, "sql", theme="ansi_dark", word_wrap=True), title="exact SQL", title_align="left"))

@@ -2,44 +2,61 @@
 
 Each party's tables live in a schema named after the party (``alice.customers``), which is how
 the manifest's SQL names them: a view over the typed Arrow data of the party's last complete,
-valid upload, which DuckDB scans in place. An upload in progress, or a failed one, is never
+valid upload, which DuckDB scans in place, registered under a name no other table can take
+(``oblv_mpc.manifest.naming.data_name``). An upload in progress, or a failed one, is never
 visible to SQL.
+
+A run is bounded: DuckDB's ``memory_limit``, and an interrupt after the settings' time limit. It
+runs the computation's ``run_sql`` (the agreed SQL plus the enclave's per-owner unit counts),
+then its release policy. Failures say which limit stopped the run, never DuckDB's message, which
+may quote values from the data.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 
 from oblv_mpc.enclave import privacy
+from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.manifest import Computation, InputTable, Manifest
-from oblv_mpc.manifest.templates import GROUP_SIZE_COLUMN, quote
+from oblv_mpc.manifest.naming import data_name, quote
 from oblv_mpc.tables import CsvIngest
 
 # Set before the configuration is locked; nothing can change them afterwards. One thread:
 # parallel plans add floating-point values in an order that varies from run to run, and a
 # result without noise must be the same, byte for byte, every time (found by a flaky test).
+# The time zone is fixed so that no function's value depends on the host's.
 _LOCKED_CONFIG = {
     "threads": 1,
     "enable_external_access": False,
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
-    "lock_configuration": True,
 }
+
+
+class RunFailed(Exception):
+    """A run stopped by a limit or an error. ``reason`` names which, never the data."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
 
 
 @dataclass(frozen=True)
 class Output:
-    """A computation's output after release rules."""
+    """A computation's output after release rules (``suppressed_groups`` None: not disclosed)."""
 
     columns: list[tuple[str, str]]
     rows: list[list[Any]]
-    suppressed_groups: int
+    suppressed_groups: int | None
     dp: dict[str, Any] | None = None  # what the differentially private release applied
 
 
@@ -57,9 +74,13 @@ def _plain(value: Any) -> Any:
 class Engine:
     """DuckDB for one session."""
 
-    def __init__(self, manifest: Manifest) -> None:
+    def __init__(self, manifest: Manifest, settings: EnclaveSettings | None = None) -> None:
         self.manifest = manifest
-        self.connection = duckdb.connect(":memory:", config=dict(_LOCKED_CONFIG))
+        self.settings = settings or EnclaveSettings()
+        config: dict[str, Any] = {**_LOCKED_CONFIG, "memory_limit": f"{self.settings.compute_memory_bytes}B"}
+        self.connection = duckdb.connect(":memory:", config=config)
+        self.connection.execute("SET TimeZone = 'UTC'")  # an ICU option, settable only once connected
+        self.connection.execute("SET lock_configuration = true")
         for party in manifest.parties:
             self.connection.execute(f"CREATE SCHEMA {quote(party)}")
 
@@ -73,34 +94,49 @@ class Engine:
 
     def commit(self, table: InputTable, ingest: CsvIngest) -> None:
         """Make a completed upload the party's table (replacing an earlier upload)."""
-        data_name = f"_data_{table.party}_{table.table}"
-        self.connection.register(data_name, ingest.table_data())
+        name = data_name(table.party, table.table)
+        self.connection.register(name, ingest.table_data())
         self.connection.execute(
-            f"CREATE OR REPLACE VIEW {quote(table.party)}.{quote(table.table)} AS SELECT * FROM {quote(data_name)}"
+            f"CREATE OR REPLACE VIEW {quote(table.party)}.{quote(table.table)} AS SELECT * FROM {quote(name)}"
         )
 
+    def _query(self, sql: str) -> tuple[list[tuple[str, str]], list[list[Any]]]:
+        """Run ``sql`` within the time and memory limits; its columns and plain rows."""
+        timer = threading.Timer(self.settings.compute_timeout_s, self.connection.interrupt)
+        timer.start()
+        try:
+            relation = self.connection.execute(sql)
+            description = relation.description or []
+            rows = [[_plain(v) for v in row] for row in relation.fetchall()]
+        except duckdb.InterruptException:
+            raise RunFailed(
+                "compute_limit",
+                f"the computation was stopped at its time limit ({self.settings.compute_timeout_s:g} s)",
+            ) from None
+        except duckdb.OutOfMemoryException:
+            raise RunFailed(
+                "compute_limit",
+                f"the computation was stopped at its memory limit ({self.settings.compute_memory_bytes:,} bytes)",
+            ) from None
+        except duckdb.Error:
+            # DuckDB's message may quote a value from the data (a failed cast, say): never passed on.
+            raise RunFailed("compute_failed", "the computation failed while running; no detail is given") from None
+        finally:
+            timer.cancel()
+        return [(str(d[0]), str(d[1])) for d in description], rows
+
     def run(self, computation: Computation, *, noise: privacy.Noise = privacy.laplace) -> Output:
-        """Run the computation's exact SQL, then apply its release rules.
+        """Run the computation within its limits, then apply its release rules.
 
         Rows of SQL without ORDER BY are sorted, so a result without noise is the same, byte
-        for byte, however DuckDB scheduled the query.
+        for byte, however DuckDB scheduled the query. Raises :class:`RunFailed`, or
+        ``oblv_mpc.manifest.rules.Withheld`` when a rule withholds the whole result.
         """
-        relation = self.connection.execute(computation.sql)
-        description = relation.description or []
-        rows = [[_plain(v) for v in row] for row in relation.fetchall()]
-        columns = [(str(d[0]), str(d[1])) for d in description]
+        columns, rows = self._query(computation.run_sql or computation.sql)
         if not computation.ordered:
             rows.sort(key=_sort_key)
         if computation.dp is not None:
             columns, rows, applied = privacy.release(computation, columns, rows, noise)
             return Output(columns, rows, 0, applied)
-        suppressed = 0
-        if computation.min_group_size is not None:
-            names = [c[0] for c in columns]
-            if GROUP_SIZE_COLUMN not in names:
-                raise RuntimeError(f"{computation.name}: min_group_size needs a {GROUP_SIZE_COLUMN} column")
-            index = names.index(GROUP_SIZE_COLUMN)
-            kept = [r for r in rows if r[index] is not None and r[index] >= computation.min_group_size]
-            suppressed = len(rows) - len(kept)
-            rows = kept
-        return Output(columns, rows, suppressed)
+        released = computation.policy.apply(columns, rows)
+        return Output(released.columns, released.rows, released.suppressed)

@@ -5,10 +5,12 @@ counts, sums of values clamped to their declared bounds, and for each mean its c
 its count, plus ``group_size``. Each of the k statistics of a group gets an equal share
 epsilon/k of the computation's epsilon, and Laplace noise of scale sensitivity / (epsilon/k):
 sensitivity 1 for a count, max(|low|, |high|) for a clamped sum (one row added or removed).
-Groups are disjoint, so by parallel composition the release costs epsilon in all. Means are
-then noisy sum / max(noisy count, 1), and counts are rounded: post-processing, which costs
-nothing. OpenDP computes the privacy loss of every mechanism it builds, and that is checked
-against the share it was given.
+Groups are disjoint (the manifest refuses a public group listed twice, whose copies would be
+noised independently and could be averaged), so by parallel composition a release costs what
+one group's statistics cost together: by basic composition, the sum of the privacy losses
+OpenDP computes for each statistic's mechanism (:func:`cost`), which must not exceed the
+computation's epsilon; that sum is what the session's budget is charged. Means are then noisy
+sum / max(noisy count, 1), and counts are rounded: post-processing, which costs nothing.
 
 OpenDP samples from the operating system's CSPRNG; it cannot be seeded, by design.
 """
@@ -86,6 +88,11 @@ def plan(computation: Computation) -> list[Statistic]:
     return plans
 
 
+def cost(computation: Computation) -> float:
+    """The epsilon a release of ``computation`` spends: OpenDP's losses of its statistics, composed."""
+    return sum(privacy_loss(s.sensitivity, s.scale) for s in plan(computation))
+
+
 def release(
     computation: Computation, columns: list[tuple[str, str]], rows: list[list[Any]], noise: Noise = laplace
 ) -> tuple[list[tuple[str, str]], list[list[Any]], dict[str, Any]]:
@@ -115,6 +122,7 @@ def release(
     applied = {
         "mechanism": "laplace (OpenDP)",
         "epsilon": computation.dp["epsilon"],
+        "charged_epsilon": cost(computation),
         "scales": {s.column: s.scale for s in statistics},
     }
     return released, noisy_rows, applied

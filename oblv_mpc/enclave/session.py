@@ -5,21 +5,32 @@ together); only the CSV check of an upload chunk runs outside it (see :meth:`Ses
 Every method takes an authenticated party name (the envelope's signature was
 checked before) and raises :class:`EnclaveRefused`, :class:`InputDataError` or
 :class:`NotReady` to refuse; nothing from a refused upload is kept.
+
+What a party can read carries nothing data-dependent about another party's input beyond the
+results it may read: status and transcripts show other parties' inputs as salted commitments
+(``oblv_mpc.protocol.commitment``), never row counts or plain hashes; a computation's inputs
+freeze when it is first attempted, whatever the outcome (released, withheld by a rule, stopped
+by a limit), and that outcome is kept, so it cannot be probed again after a re-upload; refusals
+and transcript events of withheld or failed runs carry no numbers.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from oblv_mpc import keys
-from oblv_mpc.enclave.engine import Engine
+from oblv_mpc.enclave import privacy
+from oblv_mpc.enclave.engine import Engine, RunFailed
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.errors import EnclaveRefused, InputDataError, NotReady
 from oblv_mpc.manifest import InputTable, Manifest, Role
+from oblv_mpc.manifest.rules import Withheld
+from oblv_mpc.protocol.commitment import SALT_BYTES, commit
 from oblv_mpc.protocol.envelope import sign_statement
 from oblv_mpc.protocol.transcript import GENESIS, Event, make_event
 from oblv_mpc.tables import CsvIngest
@@ -43,15 +54,17 @@ class _Upload:
 
 @dataclass(frozen=True)
 class InputRecord:
-    """A table that is in: who sent it, how many rows, the SHA-256 of the bytes sent."""
+    """A table that is in: who sent it, how many rows, the SHA-256 of the bytes sent, its commitment."""
 
     party: str
     table: str
     rows: int
     size: int
-    sha256: str
+    sha256: str  # shown to its owner only
     upload_id: bytes
     time_ms: int
+    salt: bytes  # in the owner's receipt only
+    commitment: str  # what everyone else sees
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,15 @@ class ResultRecord:
 
     signed: dict[str, bytes]
     rows: int
-    suppressed_groups: int
+    suppressed_groups: int | None  # None: not disclosed
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A computation that was attempted and released nothing: the same answer every time."""
+
+    code: str
+    message: str
 
 
 class Session:
@@ -75,7 +96,7 @@ class Session:
         clock: Clock,
     ) -> None:
         self.manifest = manifest
-        self.engine = Engine(manifest)
+        self.engine = Engine(manifest, settings)
         self._signing = signing
         self.instance = instance
         self.settings = settings
@@ -84,7 +105,7 @@ class Session:
         self._uploads: dict[bytes, _Upload] = {}
         self._used_upload_ids: set[bytes] = set()
         self.inputs: dict[str, InputRecord] = {}
-        self.results: dict[str, ResultRecord] = {}
+        self.results: dict[str, ResultRecord | Refusal] = {}
         self.frozen: set[str] = set()
         self.epsilon_spent = 0.0
         self.unauthenticated_refusals = 0
@@ -194,18 +215,21 @@ class Session:
             table = upload.table
             self.engine.commit(table, upload.ingest)
             now = self.now_ms()
-            record = InputRecord(party, table_name, summary.rows, summary.size, summary.sha256, upload_id, now)
+            salt = os.urandom(SALT_BYTES)
+            commitment = commit(
+                session=self.manifest.session,
+                manifest_sha256=self.manifest.hash,
+                table=table_name,
+                salt=salt,
+                sha256=summary.sha256,
+            )
+            record = InputRecord(
+                party, table_name, summary.rows, summary.size, summary.sha256, upload_id, now, salt, commitment
+            )
             replaced = table_name in self.inputs
             self.inputs[table_name] = record
             self._record(
-                "upload",
-                {
-                    "party": party,
-                    "table": table_name,
-                    "rows": summary.rows,
-                    "sha256": summary.sha256,
-                    "replaced": replaced,
-                },
+                "upload", {"party": party, "table": table_name, "commitment": commitment, "replaced": replaced}
             )
             receipt = self._statement(
                 "receipt",
@@ -214,7 +238,10 @@ class Session:
                 rows=summary.rows,
                 bytes=summary.size,
                 sha256=summary.sha256,
+                salt=salt.hex(),
+                commitment=commitment,
                 upload=upload_id.hex(),
+                replaced=replaced,
             )
             return {"receipt": receipt}
 
@@ -266,34 +293,49 @@ class Session:
         return [t for t in self.manifest.computations[name].inputs if t not in self.inputs]
 
     def status(self, party: str) -> dict[str, Any]:
-        """Who has submitted what; what can be computed; what this party may read."""
+        """Who has submitted what; what can be computed; what this party may read.
+
+        Another party's input shows as submitted or not, frozen or not, and its commitment; its
+        row count and plaintext hash only to its owner.
+        """
         with self._lock:
             inputs = {}
             for name, table in self.manifest.inputs.items():
                 record = self.inputs.get(name)
+                own = record is not None and table.party == party
                 inputs[name] = {
                     "party": table.party,
                     "submitted": record is not None,
-                    "rows": record.rows if record else None,
-                    "sha256": record.sha256 if record else None,
+                    "commitment": record.commitment if record else None,
+                    "rows": record.rows if own and record else None,
+                    "sha256": record.sha256 if own and record else None,
                     "frozen": name in self.frozen,
                 }
             computations = {}
             for name, computation in self.manifest.computations.items():
                 missing = self._missing(name)
-                state = "done" if name in self.results else ("ready" if not missing else "waiting")
+                outcome = self.results.get(name)
+                state = (
+                    "done"
+                    if isinstance(outcome, ResultRecord)
+                    else "refused"
+                    if outcome is not None
+                    else ("ready" if not missing else "waiting")
+                )
                 computations[name] = {
                     "state": state,
                     "missing": missing,
                     "readers": list(computation.readers),
                     "you_may_read": party in computation.readers,
                 }
+            budget = self.manifest.privacy_budget
             return {
                 "session": self.manifest.session,
                 "instance": self.instance.hex(),
                 "unauthenticated_refusals": self.unauthenticated_refusals,
                 "inputs": inputs,
                 "computations": computations,
+                "privacy": {"budget": budget["epsilon"] if budget else None, "spent": self.epsilon_spent},
             }
 
     def _check_reader(self, party: str, name: str) -> None:
@@ -304,25 +346,33 @@ class Session:
             raise EnclaveRefused("forbidden", f"party {party!r} is not a reader of {name}")
 
     def _run(self, name: str) -> ResultRecord:
-        if name in self.results:
-            return self.results[name]
+        """The computation's result: run on first request, then the same answer (or refusal) every time."""
+        outcome = self.results.get(name)
+        if outcome is None:
+            outcome = self._attempt(name)
+            self.results[name] = outcome
+        if isinstance(outcome, Refusal):
+            raise EnclaveRefused(outcome.code, outcome.message)
+        return outcome
+
+    def _attempt(self, name: str) -> ResultRecord | Refusal:
         missing = self._missing(name)
         if missing:
             raise NotReady(f"{name} is waiting for {', '.join(missing)}", hint="try again when every input is in")
         computation = self.manifest.computations[name]
         if computation.dp is not None:
-            self._spend(name, computation.dp["epsilon"])
-        output = self.engine.run(computation)
-        limit = computation.max_output_rows
-        if limit is not None and len(output.rows) > limit:
-            self._record("withheld", {"computation": name, "rows": len(output.rows), "max_output_rows": limit})
-            raise EnclaveRefused(
-                "too_many_rows",
-                f"{name} produced {len(output.rows)} rows, more than its max_output_rows of {limit}; "
-                "nothing is released",
-            )
-        inputs = {t: self.inputs[t].sha256 for t in computation.inputs}
+            self._spend(name, privacy.cost(computation))
+        # Frozen from the first attempt, whatever its outcome: a party cannot re-upload and try again.
         self.frozen.update(computation.inputs)
+        try:
+            output = self.engine.run(computation)
+        except Withheld as exc:
+            self._record("withheld", {"computation": name})
+            return Refusal("withheld", f"{name}: {exc.reason}")
+        except RunFailed as exc:
+            self._record("run_failed", {"computation": name, "code": exc.code})
+            return Refusal(exc.code, f"{name}: {exc.reason}")
+        inputs = {t: self.inputs[t].commitment for t in computation.inputs}
         signed = self._statement(
             "result",
             computation=name,
@@ -332,21 +382,17 @@ class Session:
             rules={**computation.rules, "dp": output.dp},
             inputs=inputs,
         )
-        record = ResultRecord(signed, len(output.rows), output.suppressed_groups)
-        self.results[name] = record
-        self._record(
-            "run", {"computation": name, "inputs": inputs, "rows": record.rows, "suppressed": output.suppressed_groups}
-        )
-        return record
+        self._record("run", {"computation": name, "inputs": inputs})
+        return ResultRecord(signed, len(output.rows), output.suppressed_groups)
 
     def _spend(self, name: str, epsilon: float) -> None:
         """Draw on the session's privacy budget, or refuse to overspend it."""
         budget = self.manifest.privacy_budget
         assert budget is not None  # the manifest requires one when a computation has dp
-        if self.epsilon_spent + epsilon > budget["epsilon"] + 1e-12:
+        if self.epsilon_spent + epsilon > budget["epsilon"] * (1 + 1e-9):
             raise EnclaveRefused(
                 "budget_exhausted",
-                f"{name} needs epsilon {epsilon}, but only {budget['epsilon'] - self.epsilon_spent:g} of the "
+                f"{name} needs epsilon {epsilon:g}, but only {budget['epsilon'] - self.epsilon_spent:g} of the "
                 f"session's privacy budget {budget['epsilon']:g} is left",
             )
         self.epsilon_spent += epsilon

@@ -20,6 +20,8 @@ class EnclaveSettings:
     max_http_body_bytes: int = 512 * MiB  # a FastEnclaves request body, held in enclave memory
     min_nonce_bytes: int = 16
     max_nonce_bytes: int = 64
+    compute_timeout_s: float = 600.0  # a computation still running after this is stopped (and refused)
+    compute_memory_bytes: int = 4 * 1024 * MiB  # DuckDB's memory_limit for computations
 
     @property
     def max_envelope_bytes(self) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import cbor2
 
 from oblv_mpc import keys
+from oblv_mpc.manifest.rules import ReleasePolicy
 
 SCHEMA_VERSION = 1
 
@@ -75,9 +76,92 @@ class Column:
     type: ColumnType
 
 
+class Release(enum.StrEnum):
+    """How far an owner lets results derived from its table go."""
+
+    PROTECTED = "protected"  # only what its protection rules allow
+    UNRESTRICTED = "unrestricted"  # anything the agreed SQL computes: flagged loudly everywhere
+    UNDECLARED = "undeclared"  # the owner said nothing: nothing derived from it may be released
+
+
+AGGREGATE_FUNCTIONS = ("count", "sum", "avg", "min", "max")
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What an input's owner requires before anything derived from its rows leaves the enclave.
+
+    Modelled on AWS Clean Rooms' aggregation analysis rule: ``unit`` is the privacy unit (a column
+    of this table); every released group must hold at least ``min_distinct`` distinct units of
+    this table, counted by the enclave itself; ``dimensions`` may be output, grouped by and
+    filtered on; ``join_columns`` may be matched against other tables, never output;
+    ``list_columns`` may be released value by value (a set intersection); ``aggregates`` names
+    the functions allowed on each column (``count`` is always allowed); ``allow_dp`` lets a
+    differentially private release (noise instead of the threshold) read the table;
+    ``disclose_suppressed`` lets a result say how many groups the threshold withheld.
+    """
+
+    release: Release = Release.UNDECLARED
+    unit: str | None = None
+    min_distinct: int = 1
+    dimensions: frozenset[str] = frozenset()
+    join_columns: frozenset[str] = frozenset()
+    list_columns: frozenset[str] = frozenset()
+    aggregates: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    allow_dp: bool = False
+    disclose_suppressed: bool = False
+
+    def allows(self, function: str, column: str) -> bool:
+        """Whether ``function(column)`` may be computed over this table's rows."""
+        if self.release is Release.UNRESTRICTED:
+            return True
+        if function == "count":
+            return True
+        return function in self.aggregates.get(column, frozenset())
+
+    def canonical(self) -> dict[str, Any]:
+        """The rules as plain data, sets sorted (part of the manifest hash)."""
+        if self.release is not Release.PROTECTED:
+            return {"release": self.release.value}
+        return {
+            "release": self.release.value,
+            "unit": self.unit,
+            "min_distinct": self.min_distinct,
+            "dimensions": sorted(self.dimensions),
+            "join_columns": sorted(self.join_columns),
+            "list_columns": sorted(self.list_columns),
+            "aggregates": {c: sorted(f) for c, f in sorted(self.aggregates.items())},
+            "allow_dp": self.allow_dp,
+            "disclose_suppressed": self.disclose_suppressed,
+        }
+
+    def describe(self) -> list[str]:
+        """The rules in plain words, one sentence each (``mpc session show``)."""
+        if self.release is Release.UNRESTRICTED:
+            return ["UNRESTRICTED: its owner lets any agreed computation release anything derived from its rows"]
+        if self.release is Release.UNDECLARED:
+            return ["no protection declared: no computation may release anything derived from its rows"]
+        lines = [f"every released group holds at least {self.min_distinct} distinct {self.unit} of this table"]
+        lines.append("may be grouped by: " + (", ".join(sorted(self.dimensions)) or "nothing"))
+        if self.join_columns:
+            lines.append("may be matched on (never shown): " + ", ".join(sorted(self.join_columns)))
+        if self.list_columns:
+            lines.append("values may be listed (set intersection): " + ", ".join(sorted(self.list_columns)))
+        allowed = [f"{c}: {', '.join(sorted(f))}" for c, f in sorted(self.aggregates.items())]
+        lines.append("aggregates allowed: count of anything" + ("; " + "; ".join(allowed) if allowed else ""))
+        if self.allow_dp:
+            lines.append("differentially private releases may read it (noise instead of the threshold)")
+        lines.append(
+            "results may say how many groups were suppressed"
+            if self.disclose_suppressed
+            else "results do not say how many groups were suppressed"
+        )
+        return lines
+
+
 @dataclass(frozen=True)
 class InputTable:
-    """A table one party contributes, with its schema and limits."""
+    """A table one party contributes, with its schema, limits and its owner's protection rules."""
 
     party: str
     table: str
@@ -85,6 +169,7 @@ class InputTable:
     key: tuple[str, ...]
     max_rows: int
     max_bytes: int
+    protection: Protection = field(default_factory=Protection)
 
     @property
     def qualified(self) -> str:
@@ -97,29 +182,26 @@ class InputTable:
 
 @dataclass(frozen=True)
 class Computation:
-    """A computation every party agreed to: the exact SQL it runs, who reads it, release rules."""
+    """A computation every party agreed to: the exact SQL, who reads it, how its result is released."""
 
     name: str
     template: str | None  # None for a `sql:` computation
     params: Mapping[str, Any]
-    sql: str
+    sql: str  # what every party agreed to (part of the hash)
     inputs: tuple[str, ...]  # qualified names of the tables it reads
     readers: tuple[str, ...]
-    min_group_size: int | None
     description: str = ""
     max_output_rows: int | None = None
     dp: Mapping[str, Any] | None = None  # {epsilon, delta, bounds, groups}, normalized
     columns: tuple[tuple[str, str], ...] = ()  # output columns of the SQL, as DuckDB binds them
     ordered: bool = True  # whether the SQL orders its rows (else the enclave sorts them)
+    run_sql: str = ""  # ``sql`` plus the enclave's own helper columns (per-owner unit counts)
+    policy: ReleasePolicy = field(default_factory=ReleasePolicy)
 
     @property
     def rules(self) -> dict[str, Any]:
         """The release rules, as attached to every signed result."""
-        return {
-            "min_group_size": self.min_group_size,
-            "max_output_rows": self.max_output_rows,
-            "dp": _plain(self.dp) if self.dp else None,
-        }
+        return {**self.policy.canonical(), "dp": _plain(self.dp) if self.dp else None}
 
 
 @dataclass(frozen=True)
@@ -152,6 +234,7 @@ class Manifest:
                     "key": list(t.key),
                     "max_rows": t.max_rows,
                     "max_bytes": t.max_bytes,
+                    "protection": t.protection.canonical(),
                 }
                 for t in self.inputs.values()
             },
@@ -163,7 +246,6 @@ class Manifest:
                     "sql": c.sql,
                     "inputs": list(c.inputs),
                     "readers": sorted(c.readers),
-                    "min_group_size": c.min_group_size,
                     "max_output_rows": c.max_output_rows,
                     "dp": _plain(c.dp) if c.dp else None,
                 }

@@ -7,10 +7,14 @@ read-only SELECT (CTEs allowed) that reads only the session's declared tables an
    COPY, ATTACH, INSTALL/LOAD, PRAGMA, SET, DDL and DML are refused by name.
 2. The parsed tree (``json_serialize_sql``) is walked: table functions (``read_csv``, ``range``,
    ``query`` ...), tables outside the declared ``party.table`` inputs (files, system schemas,
-   other catalogs), and volatile or environment-reading functions are refused.
+   other catalogs), sampling (``USING SAMPLE``, ``TABLESAMPLE``), the clock keywords
+   (``current_date``, ``localtimestamp`` ...) and every function whose value depends on the
+   clock, chance, the session or the environment are refused: our own list, plus every function
+   DuckDB itself does not mark consistent (``duckdb_functions().stability``).
 3. DuckDB binds the query against empty tables with exactly the declared schema, in a database
    with external access disabled: any undeclared column, or type error, is refused. Binding also
-   yields the output columns (``min_group_size`` needs an integer ``group_size`` column).
+   yields the output columns, whose types must be ones a signed result can carry (no INTERVAL,
+   STRUCT, LIST, MAP, BLOB ...), and whose names may not take the enclave's ``__mpc`` prefix.
 
 Nothing here uses regular expressions on SQL.
 """
@@ -20,11 +24,12 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import InputTable
+from oblv_mpc.manifest.naming import HELPER_PREFIX
 
 # Functions whose value depends on the environment, the clock or chance: results would not be
 # reproducible, and some read configuration. Table functions are refused as a class.
@@ -50,6 +55,51 @@ FORBIDDEN_FUNCTIONS = frozenset(
         "today",
         "current_localtime",
         "current_localtimestamp",
+        "txid_current",
+        "sleep_ms",
+        "error",
+        "write_log",
+    }
+)
+# Spelled without parentheses these parse as column references, which DuckDB binds to the clock
+# or the session when no column has the name (so no declared column may take one of them).
+CLOCK_KEYWORDS = frozenset(
+    {
+        "current_date",
+        "current_time",
+        "current_timestamp",
+        "localtime",
+        "localtimestamp",
+        "current_user",
+        "current_role",
+        "session_user",
+        "user",
+        "current_catalog",
+        "current_schema",
+    }
+)
+# Output types a signed result carries faithfully (CBOR integers, floats, text; dates and
+# decimals as text). Anything else is refused at validation, never a failure after inputs froze.
+_OUTPUT_TYPES = frozenset(
+    {
+        "BOOLEAN",
+        "TINYINT",
+        "SMALLINT",
+        "INTEGER",
+        "BIGINT",
+        "HUGEINT",
+        "UTINYINT",
+        "USMALLINT",
+        "UINTEGER",
+        "UBIGINT",
+        "UHUGEINT",
+        "FLOAT",
+        "DOUBLE",
+        "VARCHAR",
+        "DATE",
+        "TIME",
+        "TIMESTAMP",
+        '"NULL"',
     }
 )
 _STATEMENT_NAMES = {
@@ -73,11 +123,53 @@ _STATEMENT_NAMES = {
 
 @dataclass(frozen=True)
 class SqlInfo:
-    """What checking found: the tables read, the output columns, whether rows are ordered."""
+    """What checking found: the tables read, the output columns, whether rows are ordered, the tree."""
 
     inputs: tuple[str, ...]
     columns: tuple[tuple[str, str], ...]
     ordered: bool
+    tree: dict[str, Any] = field(compare=False, repr=False, default_factory=dict)
+
+
+def _output_type_ok(name: str) -> bool:
+    return name in _OUTPUT_TYPES or (name.startswith("DECIMAL(") and name.endswith(")"))
+
+
+@functools.lru_cache(maxsize=1)
+def _inconsistent_functions() -> frozenset[str]:
+    """Functions DuckDB itself says may differ between calls or queries (no consistent overload)."""
+    import duckdb
+
+    connection = duckdb.connect(":memory:", config={"enable_external_access": False})
+    try:
+        rows = connection.execute(
+            "SELECT function_name FROM duckdb_functions() GROUP BY function_name "
+            "HAVING bool_and(stability IN ('VOLATILE', 'CONSISTENT_WITHIN_QUERY'))"
+        ).fetchall()
+    finally:
+        connection.close()
+    return frozenset(str(r[0]).lower() for r in rows)
+
+
+class Renderer:
+    """DuckDB's own SQL <-> parse tree conversion, for the enclave's edits of agreed SQL."""
+
+    def __init__(self, tables: Mapping[str, InputTable]) -> None:
+        self._connection = _empty_database(tables)
+
+    def serialize(self, sql: str) -> str:
+        row = self._connection.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+        return str(row[0]) if row else "{}"
+
+    def deserialize(self, tree: str) -> str:
+        row = self._connection.execute("SELECT json_deserialize_sql(?::JSON)", [tree]).fetchone()
+        return str(row[0]) if row else ""
+
+    def describe(self, sql: str) -> tuple[tuple[str, str], ...]:
+        return tuple((str(r[0]), str(r[1])) for r in self._connection.execute(f"DESCRIBE {sql}").fetchall())
+
+    def close(self) -> None:
+        self._connection.close()
 
 
 def _walk(node: Any) -> Iterator[dict[str, Any]]:
@@ -102,7 +194,7 @@ def _cte_names(tree: Any) -> set[str]:
 def _empty_database(tables: Mapping[str, InputTable]) -> Any:
     import duckdb  # loaded only when a manifest is checked
 
-    from oblv_mpc.manifest.templates import quote
+    from oblv_mpc.manifest.naming import quote
 
     connection = duckdb.connect(":memory:", config={"enable_external_access": False})
     for table in tables.values():
@@ -168,9 +260,18 @@ def _check(sql: str, tables: Mapping[str, InputTable], problems: Problems) -> Sq
             return None
         ctes = _cte_names(tree)
         used: list[str] = []
+        forbidden = FORBIDDEN_FUNCTIONS | _inconsistent_functions()
         for node in _walk(tree.get("statements", [])):
             kind = node.get("type")
-            if kind == "TABLE_FUNCTION":
+            if node.get("sample") is not None:
+                problems.add(path, "USING SAMPLE / TABLESAMPLE is not allowed: results must not depend on chance")
+            names = [str(n).lower() for n in node.get("column_names", [])] if kind == "COLUMN_REF" else []
+            if len(names) == 1 and names[0] in CLOCK_KEYWORDS:
+                problems.add(
+                    path,
+                    f"{node['column_names'][0]} is not allowed: results must not depend on the clock or the session",
+                )
+            elif kind == "TABLE_FUNCTION":
                 function = node.get("function", {}).get("function_name", "?")
                 problems.add(path, f"table function {function}() is not allowed: read only the declared tables")
             elif kind == "BASE_TABLE":
@@ -190,7 +291,7 @@ def _check(sql: str, tables: Mapping[str, InputTable], problems: Problems) -> Sq
                     )
                 elif qualified not in used:
                     used.append(qualified)
-            elif kind == "FUNCTION" and node.get("function_name", "").lower() in FORBIDDEN_FUNCTIONS:
+            elif kind == "FUNCTION" and node.get("function_name", "").lower() in forbidden:
                 problems.add(
                     path,
                     f"function {node['function_name']}() is not allowed: results must not depend on "
@@ -206,8 +307,20 @@ def _check(sql: str, tables: Mapping[str, InputTable], problems: Problems) -> Sq
             message = str(exc).splitlines()[0].removeprefix("Binder Error: ")
             problems.add(path, f"does not bind to the declared tables (undeclared column or table?): {message}")
             return None
+        columns = tuple((str(r[0]), str(r[1])) for r in described)
+        for name, kind in columns:
+            if not _output_type_ok(kind):
+                problems.add(
+                    path,
+                    f"output column {name!r} has type {kind}, which a result cannot carry: cast it to text or a "
+                    "number (allowed: integers, floats, decimals, text, boolean, date, time, timestamp)",
+                )
+            if name.startswith(HELPER_PREFIX):
+                problems.add(path, f"output column {name!r}: names starting with {HELPER_PREFIX} are the enclave's")
+        if len(problems.items) != before:
+            return None
         top = tree["statements"][0]["node"]
         ordered = any(m.get("type") == "ORDER_MODIFIER" for m in top.get("modifiers", []))
-        return SqlInfo(tuple(used), tuple((str(r[0]), str(r[1])) for r in described), ordered)
+        return SqlInfo(tuple(used), columns, ordered, tree)
     finally:
         connection.close()

@@ -113,9 +113,7 @@ def test_editing_an_app_source_file_changes_pcr0(tmp_path: Path) -> None:
     shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
     original = measure(copy)
     assert original.pcr0 == measure(package).pcr0  # the copy measures as the original
-    target = (
-        copy / "enclave_marker.py" if not (copy / "manifest/templates.py").exists() else copy / "manifest/templates.py"
-    )
+    target = copy / "manifest" / "naming.py"
     target.write_text(target.read_text() + "\n# an edit\n")
     edited = measure(copy)
     assert edited.pcr0 != original.pcr0

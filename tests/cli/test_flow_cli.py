@@ -80,6 +80,7 @@ def workspace(tmp_path: Path, mpc: Runner) -> Path:
             "age:integer",
             "--key",
             "email",
+            *("--unit", "email", "--min-distinct", "2", "--join-column", "email", "--allow", "age:avg"),
         )
         assert done.returncode == 0
     tables = [f"--input={p}.people" for p in ("alice", "bob", "carol")]

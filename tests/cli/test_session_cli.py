@@ -29,6 +29,7 @@ def _assemble(cli: Any, tmp_path: Path) -> Path:
             "email",
             "--max-rows",
             "100",
+            *("--unit", "email", "--min-distinct", "5", "--join-column", "email"),
         )
         assert done.exit_code == 0, done.output
     done = cli(
@@ -109,7 +110,9 @@ def test_session_commands_as_real_processes(mpc: Runner, tmp_path: Path) -> None
     assert mpc("session", "new", "s1").returncode == 0
     for p in ("a", "b"):
         assert mpc("session", "add-party", "sessions/s1.yaml", p, "--key", f"{p}_public.der").returncode == 0
-        assert mpc("session", "add-input", "sessions/s1.yaml", f"{p}.t", "--column", "x:integer").returncode == 0
+        declared = mpc("session", "add-input", "sessions/s1.yaml", f"{p}.t", "--column", "x:integer", "--unrestricted")
+        assert declared.returncode == 0
+        assert "UNRESTRICTED" in declared.stderr
     done = mpc(
         "session",
         "add-computation",
@@ -132,3 +135,49 @@ def test_session_commands_as_real_processes(mpc: Runner, tmp_path: Path) -> None
     assert hashed.stdout.strip() == manifest.load(tmp_path / "sessions/s1.yaml").hash
     bad = mpc("session", "check", "sessions/missing.yaml")
     assert bad.returncode == 3 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_show_states_each_owners_rules_next_to_each_computation(cli: Any) -> None:
+    path = Path(__file__).parents[2] / "sessions" / "shared-customers-by-country.yaml"
+    shown = cli("session", "show", str(path), env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    text = shown.stdout
+    after = text.split("shared_by_country (sql)", 1)[1]
+    assert "acme.customers, protected by acme:" in after
+    assert "every released group holds at least 10 distinct email of this table" in after
+    assert "globex.customers, protected by globex:" in after and "may be grouped by: country" in after
+    assert "may be matched on (never shown): email" in after
+    assert "a result with more than 300 rows is withheld entirely" in after
+    assert "the result does not say how many groups were suppressed" in after
+
+
+def test_an_unrestricted_table_is_flagged_loudly(cli: Any, tmp_path: Path) -> None:
+    path = _assemble(cli, tmp_path)
+    done = cli(
+        "session", "add-input", str(path), "alice.customers", "--column", "email:text", "--key", "email",
+        "--unrestricted", "--replace",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    assert "UNRESTRICTED" in done.stderr and "WARNING" in done.stderr
+    shown = cli("session", "show", str(path), env={"COLUMNS": "200"})
+    assert "UNRESTRICTED: its owner lets any agreed computation release anything derived from its rows" in shown.stdout
+
+
+def test_protection_flags_make_the_protection_block(cli: Any, tmp_path: Path) -> None:
+    path = _assemble(cli, tmp_path)
+    done = cli(
+        "session", "add-input", str(path), "bob.customers", "--column", "email:text", "--column", "spend:float",
+        "--key", "email", "--unit", "email", "--min-distinct", "7", "--join-column", "email",
+        "--allow", "spend:avg,sum", "--disclose-suppressed", "--replace",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    rules = manifest.load(path).inputs["bob.customers"].protection
+    assert (rules.unit, rules.min_distinct, rules.join_columns) == ("email", 7, frozenset({"email"}))
+    assert rules.aggregates == {"spend": frozenset({"avg", "sum"})} and rules.disclose_suppressed
+    incomplete = cli("session", "add-input", str(path), "bob.customers", "--column", "email:text", "--unit", "email",
+                     "--replace")  # fmt: skip
+    assert incomplete.exit_code == 2 and "--min-distinct" in incomplete.stderr
+    undeclared = cli("session", "add-input", str(path), "bob.customers", "--column", "email:text", "--replace")
+    assert undeclared.exit_code == 3  # the computation over it no longer validates: nothing was written
+    assert "declares no protection" in undeclared.stderr
+    assert manifest.load(path).inputs["bob.customers"].protection.min_distinct == 7

@@ -41,6 +41,15 @@ def session_document(party_keys: dict[str, keys.PrivateKey], parties: tuple[str,
                 "key": ["id"],
                 "max_rows": 5000,
                 "max_bytes": 1_000_000,
+                "protection": {
+                    "unit": "id",
+                    "min_distinct": 3,
+                    "dimensions": ["level"],
+                    "join_columns": ["id"],
+                    "list_columns": ["id"],
+                    "aggregates": {"salary": ["avg", "max", "sum"]},
+                    "disclose_suppressed": True,
+                },
             }
             for t in tables
         },
@@ -59,7 +68,6 @@ def session_document(party_keys: dict[str, keys.PrivateKey], parties: tuple[str,
                     "aggregates": {"avg_salary": {"avg": "salary"}, "top": {"max": "salary"}},
                 },
                 "readers": list(parties),
-                "min_group_size": 3,
             },
             "joined": {
                 "template": "join_aggregate",

@@ -33,6 +33,13 @@ def _submit_all(world: World, parties: tuple[str, ...] = PARTIES) -> None:
         world.clients[p].upload("employees", world.files[p])
 
 
+def _unrestricted(doc: dict[str, Any]) -> dict[str, Any]:
+    """Every owner lets any agreed SQL read its table: for tests of the engine, not of the rules."""
+    for table in doc["inputs"].values():
+        table["protection"] = {"release": "unrestricted"}
+    return doc
+
+
 def _direct(world: World, sql: str, parties: tuple[str, ...]) -> list[tuple[Any, ...]]:
     con = duckdb.connect()
     for p in parties:
@@ -64,7 +71,7 @@ def test_sql_computations_match_duckdb_directly(
     measurements: Measurements,
     parties: tuple[str, ...],
 ) -> None:
-    doc = session_document(all_keys, parties)
+    doc = _unrestricted(session_document(all_keys, parties))
     sqls = dict(SQL)
     if len(parties) == 3:
         sqls["everyone"] = (
@@ -85,17 +92,12 @@ def test_sql_computations_match_duckdb_directly(
 def test_templates_and_their_sql_give_identical_results(
     tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
-    doc = session_document(all_keys, PARTIES)
+    doc = _unrestricted(session_document(all_keys, PARTIES))
     generated = manifest.from_data(doc).computations
     for name in list(doc["computations"]):
         doc["computations"][f"{name}_as_sql"] = {
             "sql": generated[name].sql,
             "readers": doc["computations"][name]["readers"],
-            **(
-                {"min_group_size": doc["computations"][name]["min_group_size"]}
-                if "min_group_size" in doc["computations"][name]
-                else {}
-            ),
         }
     world = _world(tmp_path, all_keys, dev_ca, measurements, doc)
     _submit_all(world)
@@ -110,36 +112,53 @@ def test_templates_and_their_sql_give_identical_results(
 
 def _level_doc(all_keys: dict[str, keys.PrivateKey], k: int) -> dict[str, Any]:
     doc = session_document(all_keys, PARTIES[:2])
+    for table in doc["inputs"].values():
+        table["protection"]["min_distinct"] = k
     doc["computations"] = {
-        "sizes": {
-            "sql": (
-                "SELECT level, count(*) AS group_size FROM "
-                "(SELECT level FROM alice.employees UNION ALL SELECT level FROM bob.employees) GROUP BY level"
-            ),
+        "levels": {
+            "template": "aggregate",
+            "params": {
+                "inputs": ["alice.employees", "bob.employees"],
+                "group_by": ["level"],
+                "aggregates": {"n": {"count": "*"}},
+            },
             "readers": ["alice"],
-            "min_group_size": k,
-        }
+        },
     }
     return doc
 
 
-def test_threshold_just_below_and_at_k(
+def _own_counts(world: World, party: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in world.files[party].read_text().splitlines()[1:]:
+        level = line.split(",")[1]
+        counts[level] = counts.get(level, 0) + 1
+    return counts
+
+
+def test_each_owners_threshold_just_below_and_at_k(
     tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
+    """A level is released iff it holds at least k of *each* owner's own employees."""
     world = _world(tmp_path, all_keys, dev_ca, measurements, _level_doc(all_keys, 1), PARTIES[:2])
     _submit_all(world, PARTIES[:2])
-    true_sizes = {row[0]: row[1] for row in world.clients["alice"].result("sizes").rows}
-    assert len(set(true_sizes.values())) >= 3
-    for k in sorted(set(true_sizes.values()))[:3]:
+    alice, bob = _own_counts(world, "alice"), _own_counts(world, "bob")
+    smallest = {lvl: min(alice.get(lvl, 0), bob.get(lvl, 0)) for lvl in set(alice) | set(bob)}
+    assert len(set(smallest.values())) >= 3
+    for k in sorted(set(smallest.values()) - {0})[:3]:
         sub = tmp_path / f"k{k}"
         sub.mkdir()
         world_k = _world(sub, all_keys, dev_ca, measurements, _level_doc(all_keys, k), PARTIES[:2])
         _submit_all(world_k, PARTIES[:2])
-        result = world_k.clients["alice"].result("sizes")
+        result = world_k.clients["alice"].result("levels")
         kept = {row[0] for row in result.rows}
-        assert kept == {lvl for lvl, n in true_sizes.items() if n >= k}  # a group of exactly k is kept
-        assert result.suppressed_groups == sum(1 for n in true_sizes.values() if n < k)  # k - 1 is not
-        assert result.rules["min_group_size"] == k
+        assert kept == {lvl for lvl, n in smallest.items() if n >= k}  # k of each owner is kept
+        assert result.suppressed_groups == sum(1 for n in smallest.values() if 0 < n < k)  # k - 1 is not
+        assert result.rules["min_distinct"] == [
+            {"table": "alice.employees", "unit": "id", "k": k},
+            {"table": "bob.employees", "unit": "id", "k": k},
+        ]
+        assert [c[0] for c in result.columns] == ["level", "n", "group_size"]  # the helper columns are gone
 
 
 def test_max_output_rows_withholds_the_result(
@@ -151,9 +170,18 @@ def test_max_output_rows_withholds_the_result(
     _submit_all(world)
     with pytest.raises(EnclaveRefused) as info:
         world.clients["alice"].result("common")
-    assert info.value.code == "too_many_rows"
-    assert "common" not in world.app.state.enclave.session.results
-    assert not world.app.state.enclave.session.frozen
+    assert info.value.code == "withheld"
+    assert info.value.reason == (
+        "common: the result has more rows than max_output_rows (5); nothing is released"
+    )  # no row count in it
+    status = world.clients["bob"].status()
+    assert all(status["inputs"][t]["frozen"] for t in world.manifest.computations["common"].inputs)
+    assert status["computations"]["common"]["state"] == "refused"
+    with pytest.raises(EnclaveRefused) as again:  # the same answer, without running it again
+        world.clients["alice"].compute("common")
+    assert (again.value.code, again.value.reason) == (info.value.code, info.value.reason)
+    withheld = [e.data for e in world.clients["bob"].transcript() if e.kind == "withheld"]
+    assert withheld == [{"computation": "common"}]
 
 
 def test_results_without_dp_are_byte_identical_across_runs(
@@ -161,7 +189,7 @@ def test_results_without_dp_are_byte_identical_across_runs(
 ) -> None:
     doc = session_document(all_keys, PARTIES)
     doc["computations"]["unordered"] = {
-        "sql": "SELECT id FROM alice.employees UNION SELECT id FROM bob.employees",
+        "sql": "SELECT level, avg(salary) AS mean, count(*) AS n FROM alice.employees GROUP BY level",
         "readers": ["alice"],
     }
     outputs = []
@@ -183,6 +211,8 @@ def test_results_without_dp_are_byte_identical_across_runs(
 
 def _dp_doc(all_keys: dict[str, keys.PrivateKey], epsilon: float, budget: float) -> dict[str, Any]:
     doc = session_document(all_keys, PARTIES)
+    for table in doc["inputs"].values():
+        table["protection"]["allow_dp"] = True
     doc["privacy_budget"] = {"epsilon": budget}
     for name in ("private_a", "private_b"):
         doc["computations"][name] = {
@@ -205,7 +235,7 @@ def _dp_doc(all_keys: dict[str, keys.PrivateKey], epsilon: float, budget: float)
 def test_dp_release_has_exactly_the_public_groups_and_the_declared_scales(
     tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
-    world = _world(tmp_path, all_keys, dev_ca, measurements, _dp_doc(all_keys, 8.0, 10.0))
+    world = _world(tmp_path, all_keys, dev_ca, measurements, _dp_doc(all_keys, 8.0, 16.0))
     _submit_all(world)
     result = world.clients["alice"].result("private_a")
     assert [row[0] for row in result.rows] == ["A", "B", "C", "D", "E", "Z"]  # Z has no rows and still appears
@@ -228,19 +258,21 @@ def test_dp_release_has_exactly_the_public_groups_and_the_declared_scales(
     assert world.clients["bob"].result("private_a").rows == result.rows
 
 
-def test_privacy_budget_is_refused_once_spent(
+def test_each_release_is_charged_once_what_opendp_composes(
     tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
-    world = _world(tmp_path, all_keys, dev_ca, measurements, _dp_doc(all_keys, 1.0, 1.5))
+    world = _world(tmp_path, all_keys, dev_ca, measurements, _dp_doc(all_keys, 1.0, 2.0))
     _submit_all(world)
     world.clients["alice"].result("private_a")
     world.clients["bob"].result("private_a")  # fetching the same release again spends nothing
-    with pytest.raises(EnclaveRefused) as info:
-        world.clients["alice"].result("private_b")
-    assert info.value.code == "budget_exhausted"
-    assert "0.5 of the session's privacy budget 1.5 is left" in info.value.reason
+    assert world.clients["carol"].status()["privacy"] == {"budget": 2.0, "spent": pytest.approx(1.0)}
+    world.clients["alice"].result("private_b")
     spends = [e.data for e in world.clients["bob"].transcript() if e.kind == "privacy_spend"]
-    assert spends == [{"computation": "private_a", "epsilon": 1.0, "spent": 1.0, "budget": 1.5}]
+    assert [s["computation"] for s in spends] == ["private_a", "private_b"]
+    charged = privacy.cost(world.manifest.computations["private_a"])
+    assert charged == pytest.approx(1.0) and charged <= 1.0 * (1 + 1e-9)  # OpenDP's sum of the 4 statistics
+    assert [s["epsilon"] for s in spends] == [charged, charged]
+    assert spends[-1]["spent"] == pytest.approx(2.0)
 
 
 def test_laplace_noise_has_the_declared_scale() -> None:

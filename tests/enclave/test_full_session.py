@@ -25,18 +25,21 @@ def _reference(files: dict[str, Path], parties: tuple[str, ...]) -> dict[str, li
         columns = "{'id': 'VARCHAR', 'level': 'VARCHAR', 'salary': 'DOUBLE'}"
         con.execute(f"CREATE TABLE {p} AS SELECT * FROM read_csv('{files[p]}', header=true, columns={columns})")
     common = " INTERSECT ".join(f"SELECT id FROM {p}" for p in parties)
-    union = " UNION ALL ".join(f"SELECT level, salary FROM {p}" for p in parties)
+    union = " UNION ALL ".join(f"SELECT level, salary, '{p}' AS owner, id FROM {p}" for p in parties)
     a, b = parties[0], parties[1]
+    # each owner's rule (min_distinct 3 of its own ids), written independently of the enclave's SQL
+    every_owner = " AND ".join(f"count(DISTINCT id) FILTER (WHERE owner = '{p}') >= 3" for p in parties)
     return {
         "common": con.execute(f"SELECT * FROM ({common}) ORDER BY 1").fetchall(),
         "common_count": con.execute(f"SELECT count(*) FROM ({common})").fetchall(),
         "by_level": con.execute(
             f"SELECT level, avg(salary), max(salary), count(*) FROM ({union}) "
-            "GROUP BY level HAVING count(*) >= 3 ORDER BY level"
+            f"GROUP BY level HAVING {every_owner} ORDER BY level"
         ).fetchall(),
         "by_level_all_groups": con.execute(f"SELECT count(DISTINCT level) FROM ({union})").fetchall(),
         "joined": con.execute(
-            f"SELECT {a}.level, sum({b}.salary), count(*) FROM {a} JOIN {b} ON {a}.id = {b}.id GROUP BY 1 ORDER BY 1"
+            f"SELECT {a}.level, sum({b}.salary), count(*) FROM {a} JOIN {b} ON {a}.id = {b}.id GROUP BY 1 "
+            f"HAVING count(DISTINCT {a}.id) >= 3 AND count(DISTINCT {b}.id) >= 3 ORDER BY 1"
         ).fetchall(),
     }
 
@@ -66,7 +69,12 @@ def _run_session(world: World, parties: tuple[str, ...]) -> None:
         assert got[0] == want[0] and got[3] == want[3]
         assert got[1] == pytest.approx(want[1]) and got[2] == pytest.approx(want[2])
     assert by_level.suppressed_groups == expected["by_level_all_groups"][0][0] - len(expected["by_level"])
-    assert by_level.rules == {"min_group_size": 3, "max_output_rows": None, "dp": None}
+    assert by_level.rules == {
+        "min_distinct": [{"table": f"{p}.employees", "unit": "id", "k": 3} for p in parties],
+        "max_output_rows": None,
+        "disclose_suppressed": True,
+        "dp": None,
+    }
     joined = clients[b].result("joined")
     assert [(r[0], r[2]) for r in joined.rows] == [(w[0], w[2]) for w in expected["joined"]]
     assert [r[1] for r in joined.rows] == pytest.approx([w[1] for w in expected["joined"]])
@@ -79,8 +87,8 @@ def _run_session(world: World, parties: tuple[str, ...]) -> None:
     kinds = [e.kind for e in clients[b].transcript()]
     assert kinds[0] == "start" and kinds.count("upload") == len(parties) and kinds.count("run") == 4
     assert kinds.count("release") == 4
-    # the result is signed by the attested enclave over its inputs' hashes
-    assert common.inputs == {f"{p}.employees": receipts[p].sha256 for p in parties}
+    # the result is signed by the attested enclave over commitments to its inputs
+    assert common.inputs == {f"{p}.employees": receipts[p].commitment for p in parties}
 
 
 @pytest.mark.parametrize("parties", [PARTIES[:2], PARTIES], ids=["two", "three"])

@@ -247,7 +247,7 @@ def test_stale_or_wrong_nonce_is_refused(world: World) -> None:
 
 def test_client_holding_a_different_manifest_is_refused(world: World) -> None:
     other = session_document(world.keys, ("alice", "bob", "carol"))
-    other["computations"]["by_level"]["min_group_size"] = 1  # one party quietly weakened a rule
+    other["inputs"]["bob.employees"]["protection"]["min_distinct"] = 1  # one party quietly weakened a rule
     theirs = manifest.from_data(other)
     client = EnclaveClient(world.http, theirs, world.keys["alice"], world.policy)
     with pytest.raises(PolicyError) as info:

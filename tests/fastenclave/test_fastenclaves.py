@@ -10,13 +10,10 @@ import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-import yaml
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
@@ -29,72 +26,7 @@ from oblv_mpc.errors import KeyFileError
 from oblv_mpc.fastenclave import CallingParty
 from oblv_mpc.proxy import Proxy
 from oblv_mpc.relay import RecordingRelay
-
-ROOT = Path(__file__).resolve().parents[2]
-PARTIES = ("alice", "bob", "carol")
-
-
-def _document(party_keys: dict[str, keys.PrivateKey]) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "session": "fastenclaves",
-        "parties": {
-            p: {"public_key": keys.to_base64(party_keys[p].public_key()), "roles": ["reader"]} for p in PARTIES
-        },
-        "inputs": {},
-        "computations": {"none": {"sql": "SELECT 1 AS x FROM alice.t", "readers": ["alice"]}},
-    }
-
-
-@pytest.fixture(scope="module")
-def party_keys() -> dict[str, keys.PrivateKey]:
-    return {p: keys.generate() for p in (*PARTIES, "mallory")}
-
-
-def _manifest(party_keys: dict[str, keys.PrivateKey]) -> manifest.Manifest:
-    doc = _document(party_keys)
-    doc["parties"]["alice"]["roles"] = ["contributor", "reader"]
-    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}}}
-    return manifest.from_data(doc)
-
-
-@dataclass
-class Enclave:
-    url: str
-    port: int
-    process: subprocess.Popen[str]
-    policy_file: Path
-
-    def stop(self) -> None:
-        self.process.send_signal(signal.SIGINT)
-        self.process.communicate(timeout=20)
-
-
-def start_enclave(workspace: Path, port: int = 0) -> Enclave:
-    """`mpc enclave serve` with both example apps, as a real process."""
-    env = {**os.environ, "MPC_HOME": str(workspace / "home"), "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "oblv_mpc", "enclave", "serve", "--manifest", "s.yaml", "--port", str(port),
-         "--app", "examples.millionaires:router", "--app", "examples.psi_service:router"],
-        cwd=workspace, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    lines = []
-    for line in process.stdout:
-        lines.append(line)
-        if line.startswith("ready: listening on "):
-            url = line.split()[3]
-            return Enclave(url, int(url.rsplit(":", 1)[1]), process, workspace / "enclave-pcrs.yaml")
-    raise AssertionError("".join(lines))
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, party_keys: dict[str, keys.PrivateKey]) -> Path:
-    doc = _document(party_keys)
-    doc["parties"]["alice"]["roles"] = ["contributor", "reader"]
-    doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}}}
-    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
-    return tmp_path
+from tests.fastenclave.conftest import LOCAL, PARTIES, ROOT, manifest_of, start_enclave
 
 
 @contextlib.contextmanager
@@ -148,7 +80,7 @@ def test_example_apps_through_proxies(workspace: Path, party_keys: dict[str, key
 
 
 def test_a_party_not_in_the_manifest_cannot_use_a_proxy(party_keys: dict[str, keys.PrivateKey], tmp_path: Path) -> None:
-    loaded = _manifest(party_keys)
+    loaded = manifest_of(party_keys)
     ca = DevelopmentCA.load_or_create(tmp_path / "ca")
     app = create_app(loaded, SimulatedNsm(ca, measure()))
     with pytest.raises(KeyFileError, match="belongs to no party"):
@@ -177,14 +109,14 @@ def test_routes_cannot_be_reached_without_a_sealed_request(
         seen.append(party.name)
         return {"party": party.name}
 
-    loaded = _manifest(party_keys)
+    loaded = manifest_of(party_keys)
     ca = DevelopmentCA.load_or_create(tmp_path / "ca")
     app = create_app(loaded, SimulatedNsm(ca, measure()), routers=[router])
     http = TestClient(app)
     assert http.get("/whoami").status_code == 404  # user routes are not on the outer app at all
     client = EnclaveClient(http, loaded, party_keys["carol"], ca.policy(measure()))
     proxy = Proxy(client, lambda _line: None)
-    answer = TestClient(proxy.app).get("/whoami", headers={"x-mpc-party": "alice"})
+    answer = TestClient(proxy.app, base_url=LOCAL).get("/whoami", headers={"x-mpc-party": "alice"})
     assert answer.json() == {"party": "carol"}
     assert seen == ["carol"]
 
@@ -203,9 +135,9 @@ def test_large_body_streams_through_a_flat_proxy(workspace: Path, party_keys: di
     try:
         with proxies(enclave.url, workspace, party_keys, []) as urls:
             peaks = {}
-            for size in (8 * 2**20, 40 * 2**20):
+            for size, sender in ((8 * 2**20, "alice"), (40 * 2**20, "bob")):  # one list per party
                 tracemalloc.start()
-                answer = httpx.post(f"{urls['alice']}/psi/upload", content=body(size), timeout=120)
+                answer = httpx.post(f"{urls[sender]}/psi/upload", content=body(size), timeout=120)
                 peaks[size] = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
                 assert answer.status_code == 200, answer.text
@@ -305,7 +237,7 @@ def test_proxy_reattests_before_the_leaf_certificate_expires(
     def ping(party: CallingParty) -> dict[str, str]:
         return {"pong": party.name}
 
-    loaded = _manifest(party_keys)
+    loaded = manifest_of(party_keys)
     ca = DevelopmentCA.load_or_create(tmp_path / "ca")
     app = create_app(loaded, SimulatedNsm(ca, measure()), routers=[router])
     client = EnclaveClient(TestClient(app), loaded, party_keys["bob"], ca.policy(measure()))
@@ -314,7 +246,7 @@ def test_proxy_reattests_before_the_leaf_certificate_expires(
     assert first is not None
     now = [dt.datetime.now(dt.UTC)]
     logs: list[str] = []
-    proxy = TestClient(Proxy(client, logs.append, clock=lambda: now[0]).app)
+    proxy = TestClient(Proxy(client, logs.append, clock=lambda: now[0]).app, base_url=LOCAL)
     assert proxy.get("/ping").json() == {"pong": "bob"}
     assert not any(line.startswith("enclave verified") for line in logs)  # still fresh: no re-attestation
     now[0] = first.attestation.leaf_not_after - dt.timedelta(minutes=5)  # within 10 minutes of expiry
@@ -328,7 +260,7 @@ def test_unfinished_requests_are_dropped_when_idle(party_keys: dict[str, keys.Pr
 
     from oblv_mpc.enclave import EnclaveService, EnclaveSettings
 
-    loaded = _manifest(party_keys)
+    loaded = manifest_of(party_keys)
     ca = DevelopmentCA.load_or_create(tmp_path / "ca")
     now = [dt.datetime.now(dt.UTC)]
     service = EnclaveService(
@@ -343,3 +275,20 @@ def test_unfinished_requests_are_dropped_when_idle(party_keys: dict[str, keys.Pr
     other = {**body, "stream": os.urandom(16)}
     client._call("http", other)
     assert list(service._http) == [other["stream"]]  # the idle one is gone
+
+
+def test_the_psi_example_takes_one_list_per_party(party_keys: dict[str, keys.PrivateKey]) -> None:
+    """Re-posting one email at a time and reading the cardinality would test membership: refused."""
+    from examples.psi_service import make_router
+
+    loaded = manifest_of(party_keys)
+    ca_dir = Path(os.environ["MPC_HOME"]) / "psi-example-ca"
+    ca = DevelopmentCA.load_or_create(ca_dir)
+    app = create_app(loaded, SimulatedNsm(ca, measure()), routers=[make_router()])
+    client = EnclaveClient(TestClient(app), loaded, party_keys["alice"], ca.policy(measure()))
+    proxy = TestClient(Proxy(client, lambda _line: None).app, base_url=LOCAL)
+    assert proxy.post("/psi/upload", content="email\nbob-secret@x\n").status_code == 200
+    again = proxy.post("/psi/upload", content="email\nanother-guess@x\n")
+    assert again.status_code == 409 and "already submitted" in again.text
+    waiting = proxy.get("/psi/cardinality")
+    assert waiting.status_code == 409 and "bob" in waiting.text  # no answer before every list is in

@@ -88,8 +88,16 @@ SEMANTIC_EDITS: dict[str, Callable[[dict[str, Any]], object]] = {
     "max_rows": _edit("inputs/bob.employees/max_rows", 1001),
     "max_bytes": _edit("inputs/bob.employees/max_bytes", 999_999),
     "readers": _edit(f"{AVG}/readers", ["bob"]),
-    "min_group_size": _edit(f"{AVG}/min_group_size", 3),
-    "no min_group_size": lambda d: d["computations"]["average_salary"].pop("min_group_size"),
+    "max_output_rows": _edit(f"{AVG}/max_output_rows", 3),
+    "an owner's min_distinct": _edit("inputs/bob.employees/protection/min_distinct", 3),
+    "an owner's privacy unit": _edit("inputs/bob.employees/protection/unit", "level"),
+    "an owner's dimensions": _edit("inputs/bob.employees/protection/dimensions", ["level", "salary"]),
+    "an owner's allowed aggregates": _edit(
+        "inputs/bob.employees/protection/aggregates", {"salary": ["avg", "sum", "max"]}
+    ),
+    "an owner's disclosure": _edit("inputs/bob.employees/protection/disclose_suppressed", True),
+    "an owner's dp permission": _edit("inputs/bob.employees/protection/allow_dp", True),
+    "an owner going unrestricted": _edit("inputs/alice.employees/protection", {"release": "unrestricted"}),
     "aggregate function": _edit(f"{AVG}/params/aggregates/average_salary", {"sum": "salary"}),
     "aggregate output name": _edit(f"{AVG}/params/aggregates", {"mean_salary": {"avg": "salary"}}),
     "group by": _edit(f"{AVG}/params/group_by", []),

@@ -39,6 +39,20 @@ FORBIDDEN = [
     ("not SQL", "SELEKT * FROM alice.employees", "not valid SQL"),
     ("another catalog", "SELECT * FROM other.alice.employees", "other catalogs are not allowed"),
     ("no input read", "SELECT 42 AS answer", "reads none of the declared inputs"),
+    ("the date", "SELECT current_date AS d FROM alice.employees", "current_date is not allowed"),
+    ("the local time", "SELECT localtimestamp AS t FROM alice.employees", "localtimestamp is not allowed"),
+    ("sampling", "SELECT level FROM alice.employees USING SAMPLE 10%", "USING SAMPLE / TABLESAMPLE"),
+    ("table sample", "SELECT level FROM alice.employees TABLESAMPLE 10%", "USING SAMPLE / TABLESAMPLE"),
+    ("a transaction id", "SELECT txid_current() AS t FROM alice.employees", "function txid_current() is not"),
+    ("sleeping", "SELECT sleep_ms(100) AS s FROM alice.employees", "function sleep_ms() is not allowed"),
+    ("an error quoting data", "SELECT error(id) AS e FROM alice.employees", "function error() is not allowed"),
+    ("a query id", "SELECT current_query() AS q FROM alice.employees", "function current_query() is not"),
+    ("an interval", "SELECT INTERVAL 1 DAY AS i FROM alice.employees", "has type INTERVAL"),
+    ("a struct", "SELECT {'a': level} AS s FROM alice.employees", "has type STRUCT"),
+    ("a list", "SELECT list(level) AS l FROM alice.employees", "has type VARCHAR[]"),
+    ("a nested timestamp", "SELECT [TIMESTAMP '2020-01-01'] AS t FROM alice.employees", "has type TIMESTAMP[]"),
+    ("a blob", "SELECT level::BLOB AS b FROM alice.employees", "has type BLOB"),
+    ("the enclave's names", "SELECT level AS __mpc_units_0 FROM alice.employees", "are the enclave's"),
 ]
 
 
@@ -52,8 +66,14 @@ def test_forbidden_sql_is_refused_naming_it(salary_doc: Callable[[], Doc], name:
     assert hits, f"{name}: {info.value.problems}"
 
 
+def _unrestricted(doc: Doc) -> Doc:
+    for table in doc["inputs"].values():
+        table["protection"] = {"release": "unrestricted"}
+    return doc
+
+
 def test_allowed_sql_with_ctes_and_joins(salary_doc: Callable[[], Doc]) -> None:
-    doc = salary_doc()
+    doc = _unrestricted(salary_doc())  # SQL of any shape reads only unrestricted tables
     doc["computations"]["custom"] = {
         "sql": (
             "WITH paid AS (SELECT level, salary FROM alice.employees "
@@ -62,7 +82,6 @@ def test_allowed_sql_with_ctes_and_joins(salary_doc: Callable[[], Doc]) -> None:
             "WHERE p.level IN (SELECT level FROM carol.employees) GROUP BY p.level"
         ),
         "readers": ["alice", "bob"],
-        "min_group_size": 2,
     }
     custom = manifest.from_data(doc).computations["custom"]
     assert custom.inputs == ("alice.employees", "bob.employees", "carol.employees")
@@ -70,15 +89,21 @@ def test_allowed_sql_with_ctes_and_joins(salary_doc: Callable[[], Doc]) -> None:
     assert not custom.ordered
 
 
-def test_min_group_size_on_sql_needs_a_group_size_column(salary_doc: Callable[[], Doc]) -> None:
+def test_min_group_size_is_refused_pointing_to_the_owners_rules(salary_doc: Callable[[], Doc]) -> None:
+    """A threshold over a column the SQL computes could be padded by any party: it is gone, and says so."""
     doc = salary_doc()
     doc["computations"]["custom"] = {
-        "sql": "SELECT level, count(*) AS n FROM alice.employees GROUP BY level",
+        "sql": "SELECT level, count(*) AS group_size FROM alice.employees GROUP BY level",
         "readers": ["alice"],
         "min_group_size": 3,
     }
-    with pytest.raises(ManifestError, match="needs an integer output column 'group_size'"):
+    with pytest.raises(ManifestError) as info:
         manifest.from_data(doc)
+    assert info.value.problems == [
+        "computations.custom.min_group_size: was replaced by each owner's protection rules "
+        "(inputs.<party.table>.protection.min_distinct): the enclave now counts each owner's distinct units per "
+        "group itself, instead of trusting a column the SQL computes (docs/manifest.md#protection)"
+    ]
 
 
 def test_duplicate_output_names_are_refused(salary_doc: Callable[[], Doc]) -> None:
@@ -103,20 +128,27 @@ DP_CASES = [
     ("bad bounds", lambda c: c["dp"].update(bounds={"salary": [5, 1]}), "low < high"),
     ("missing groups", lambda c: c["dp"].update(groups={}), "public list of values of group column 'level'"),
     ("wrongly typed group", lambda c: c["dp"]["groups"].update(level=[1, 2]), "is not a text value"),
-    ("epsilon too large", lambda c: c["dp"].update(epsilon=50), "a number in (0, 10]"),
     ("delta", lambda c: c["dp"].update(delta=1e-6), "Laplace mechanism"),
-    ("with min_group_size", lambda c: c.update(min_group_size=3), "cannot be combined with dp"),
+    ("with min_group_size", lambda c: c.update(min_group_size=3), "was replaced by each owner's protection"),
+    (
+        "a public group listed twice",
+        lambda c: c["dp"]["groups"].update(level=["A", "B", "A"]),
+        "lists 'A' more than once",
+    ),
     (
         "max not private",
         lambda c: c["params"]["aggregates"].update(top={"max": "salary"}),
         "no differentially private release",
     ),
-    ("over budget", lambda c: c["dp"].update(epsilon=5.0), "exceeds the session's privacy_budget"),
+    ("epsilon far too large", lambda c: c["dp"].update(epsilon=11), "a number in (0, 10]"),
+    ("over the session's budget", lambda c: c["dp"].update(epsilon=2.5), "is less than the 2.5 that"),
 ]
 
 
 def _dp_doc(salary_doc: Callable[[], Doc]) -> Doc:
     doc = salary_doc()
+    for table in doc["inputs"].values():
+        table["protection"]["allow_dp"] = True
     doc["privacy_budget"] = {"epsilon": 2.0}
     doc["computations"]["private_mean"] = {
         "template": "aggregate",
@@ -153,3 +185,28 @@ def test_dp_sql_covers_exactly_the_public_groups(salary_doc: Callable[[], Doc]) 
     assert 'least(greatest("salary", 0.0), 200000.0)' in computation.sql
     assert "(VALUES ('A'), ('B'), ('C'))" in computation.sql
     assert [c[0] for c in computation.columns] == ["level", "mean__sum", "mean__count", "n", "group_size"]
+
+
+def test_dp_releases_together_must_fit_the_budget(salary_doc: Callable[[], Doc]) -> None:
+    """Each fits alone; together they would overspend: refused before any enclave runs them."""
+    doc = _dp_doc(salary_doc)
+    doc["computations"]["private_mean_again"] = dict(doc["computations"]["private_mean"])
+    doc["computations"]["private_mean_again"]["dp"] = {**doc["computations"]["private_mean"]["dp"], "epsilon": 1.5}
+    with pytest.raises(ManifestError) as info:
+        manifest.from_data(doc)
+    assert info.value.problems == [
+        "privacy_budget.epsilon: 2 is less than the 2.5 that the differentially private computations ask for "
+        "together (private_mean 1, private_mean_again 1.5): every release must fit in the budget, so that none "
+        "can be refused for lack of it"
+    ]
+
+
+def test_dp_needs_each_owner_to_allow_it(salary_doc: Callable[[], Doc]) -> None:
+    doc = _dp_doc(salary_doc)
+    del doc["inputs"]["bob.employees"]["protection"]["allow_dp"]
+    with pytest.raises(ManifestError) as info:
+        manifest.from_data(doc)
+    assert info.value.problems == [
+        "computations.private_mean.template: a differentially private release may not read bob.employees "
+        "(owner bob): its owner has no allow_dp"
+    ]

@@ -1,0 +1,139 @@
+"""What a computation does with each table it reads, judged against each owner's protection.
+
+Templates say what they do from their parameters; a ``sql:`` computation's use is read from
+DuckDB's parse tree (``oblv_mpc.manifest.shape``). Either way the same :func:`judge` decides,
+at validation, whether every owner's rules allow it: columns grouped by or filtered on must be
+the owner's dimensions, columns matched on its join columns, values listed its list columns,
+and every aggregate one the owner allows on that column. SQL whose shape the enclave cannot
+analyse (subqueries, set operations, window functions ...) may read only tables whose owners
+marked them ``release: unrestricted``.
+
+:func:`judge` also says which inputs the enclave must count units of, per released group, to
+apply each owner's ``min_distinct`` (``oblv_mpc.manifest.rules``).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from oblv_mpc.manifest._problems import Problems
+from oblv_mpc.manifest.model import InputTable, Release
+
+
+class Shape(enum.StrEnum):
+    """The kind of release a computation makes."""
+
+    AGGREGATE = "aggregate"  # one row per group: thresholds apply
+    LIST = "list"  # values released one by one (a set intersection): list columns only
+    DP = "dp"  # differentially private aggregates over public groups: no threshold, owners must allow dp
+    OPAQUE = "opaque"  # SQL whose shape cannot be analysed: unrestricted tables only
+
+
+@dataclass
+class TableUse:
+    """One occurrence of an input in a computation, and which of its columns are used how."""
+
+    table: str  # party.table
+    alias: str = ""  # how the SQL refers to it (for the enclave's unit counts)
+    dimensions: set[str] = field(default_factory=set)
+    joins: set[str] = field(default_factory=set)
+    listed: set[str] = field(default_factory=set)
+    aggregates: set[tuple[str, str]] = field(default_factory=set)  # (function, column or '*')
+
+
+@dataclass
+class Usage:
+    """How a computation uses its inputs. ``joined``: rows are matched by a JOIN (fan-out possible)."""
+
+    shape: Shape
+    tables: list[TableUse]
+    joined: bool = False
+
+
+def judge(usage: Usage, tables: Mapping[str, InputTable], path: str, problems: Problems) -> list[int]:
+    """Add a problem for every use an owner does not allow; return the uses whose units to count.
+
+    The returned indexes (into ``usage.tables``) are the protected inputs of an aggregate release:
+    the enclave counts their distinct units per group and applies their owners' ``min_distinct``.
+    """
+    counted: list[int] = []
+    protected = any(tables[u.table].protection.release is Release.PROTECTED for u in usage.tables)
+    if usage.joined and protected and usage.shape is not Shape.OPAQUE:
+        _check_join_keys(usage, tables, path, problems)
+    for index, use in enumerate(usage.tables):
+        table = tables[use.table]
+        rules = table.protection
+        owner = f"{use.table} (owner {table.party})"
+        if rules.release is Release.UNRESTRICTED:
+            continue
+        if rules.release is Release.UNDECLARED:
+            problems.add(
+                path,
+                f"reads {owner}, which declares no protection: its owner must say what may be released "
+                "(inputs.<table>.protection, docs/manifest.md) or mark it release: unrestricted",
+            )
+            continue
+        if usage.shape is Shape.OPAQUE:
+            problems.add(
+                path,
+                f"reads protected {owner} with SQL whose shape the enclave cannot check (only SELECT ... FROM "
+                "tables [JOIN ...] [WHERE ...] [GROUP BY ...] with plain aggregates is analysed); rewrite it in "
+                "that shape, use a template, or its owner must mark it release: unrestricted",
+            )
+            continue
+        _check_columns(use, rules.dimensions, use.dimensions, "group by, filter on or output", owner, path, problems)
+        _check_columns(use, rules.join_columns, use.joins, "match or join on", owner, path, problems)
+        _check_columns(use, rules.list_columns, use.listed, "list the values of", owner, path, problems)
+        for function, column in sorted(use.aggregates):
+            if not rules.allows(function, column):
+                allowed = ", ".join(sorted(rules.aggregates.get(column, ()))) or "only count"
+                problems.add(
+                    path, f"{function}({column}) over {owner} is not allowed by its owner (allowed: {allowed})"
+                )
+        if usage.shape is Shape.DP:
+            if not rules.allow_dp:
+                problems.add(path, f"a differentially private release may not read {owner}: its owner has no allow_dp")
+            elif table.key != (rules.unit,):
+                problems.add(
+                    path,
+                    f"a differentially private release needs one row per privacy unit: {owner}'s unit "
+                    f"{rules.unit!r} must be its key (key: [{rules.unit}])",
+                )
+        elif usage.shape is Shape.AGGREGATE:
+            counted.append(index)
+    return counted
+
+
+def _check_join_keys(usage: Usage, tables: Mapping[str, InputTable], path: str, problems: Problems) -> None:
+    """Every join must match a key: a value repeated on one side would weight the other side's rows."""
+    for use in usage.tables:
+        for column in sorted(use.joins):
+            if tables[use.table].key != (column,):
+                problems.add(
+                    path,
+                    f"joins {use.table} on {column!r}, which is not its key: a repeated value would count the "
+                    f"matching rows of the other tables several times (declare key: [{column}] on {use.table})",
+                )
+
+
+def _check_columns(
+    use: TableUse, allowed: frozenset[str], used: set[str], verb: str, owner: str, path: str, problems: Problems
+) -> None:
+    for column in sorted(used - allowed):
+        problems.add(
+            path,
+            f"may not {verb} {owner}'s column {column!r}: its owner allows {', '.join(sorted(allowed)) or 'none'}",
+        )
+
+
+@dataclass(frozen=True)
+class UnitCount:
+    """A helper column the enclave adds: distinct ``unit`` values of one table occurrence per group."""
+
+    use: int  # index into Usage.tables
+    table: str
+    alias: str
+    unit: str
+    column: str  # the helper column's name (oblv_mpc.manifest.naming.unit_count_column)
