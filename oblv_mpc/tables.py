@@ -90,6 +90,10 @@ _LINES = re.compile(rb"(?:" + _LINE + rb")*+")  # every complete line
 # Unquoted text and closed values, up to a quote left open; unrolled (a run, then a quote and a
 # run, and so on), which the regular expression engine runs several times faster.
 _FIELDS = re.compile(rb'[^"]*+(?:(?:' + _LITERAL + rb"|" + _QUOTED + rb')[^"]*+)*+')  # _LITERAL first
+# Read backwards: a run of an odd number of quotes, whole, that follows (reads as preceded by) a
+# byte that does not end a field: the literal comes first, so the engine skips to quotes quickly.
+_RESET_BACKWARDS = re.compile(rb'"(?<!"")(?:"")*+(?=[^,\r\n"])')
+_QUOTE = ord('"')
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -144,8 +148,12 @@ class _LineSplitter:
                 return
             position, self._quoted = close + 1, False
         end = max(buffer.rfind(b"\n", position, limit), buffer.rfind(b"\r", position, limit)) + 1
-        if end > position:  # is the last line end outside quotes? (almost always: then one pass)
-            stop = _reach(_FIELDS, buffer, position, end)
+        if end > position:  # is the last line end outside quotes? (almost always)
+            straddled = position > 0 and buffer[position - 1] == buffer[position] == _QUOTE  # by a run of quotes
+            if not straddled and _outside_quotes(buffer, position, end - 1):
+                stop = end
+            else:  # lex the lines one by one
+                stop = _reach(_FIELDS, buffer, position, end)
             if stop == end:
                 self._break = end
             else:  # no: a value that opened at `stop` holds it; the break is the last one before
@@ -165,6 +173,30 @@ def _reach(pattern: re.Pattern[bytes], buffer: bytearray, start: int, limit: int
     match = pattern.match(buffer, start, limit)
     assert match is not None
     return match.end()
+
+
+def _outside_quotes(buffer: bytearray, start: int, at: int) -> bool:
+    """Whether byte ``at`` is outside quotes, given that ``start`` is, and is not inside a run of
+    quotes.
+
+    Quotes come in runs. A run of odd length that does not start a field leaves the lexer outside
+    quotes whatever the state before (inside, it ends the value after doubled quotes; outside,
+    its quotes are characters); any other run flips the state if odd, keeps it if even. So
+    ``at`` is inside quotes exactly when an odd number of quotes lie between the last such run
+    (or ``start``) and ``at``: one search backwards, which stops at the nearest closing quote,
+    and one count, both at memory speed.
+    """
+    if buffer.find(b'"', start, at) < 0:
+        return True
+    since, reach, low = start, 4096, at
+    while low > max(start - 1, 0):  # look back 4 KiB, then twice as far, ...: linear however far
+        low = max(at - reach, start - 1, 0)  # down to the byte before `start`, if any
+        run = _RESET_BACKWARDS.search(buffer[low:at][::-1])  # never a run cut at `low`: it ends the text
+        if run:
+            since = at - run.start()
+            break
+        reach *= 2
+    return buffer.count(b'"', since, at) % 2 == 0
 
 
 def _first_line_end(block: bytes) -> int:

@@ -238,6 +238,8 @@ _HOSTILE = {
     "doubled quotes and line breaks": lambda n: b'a,b\n"' + b'""\n' * (n // 3),
     "stray quotes": lambda n: b"a,b\n" + b'1" x,2"\n' * (n // 8),
     "an open quote per line": lambda n: b"a,b\n" + b',"\n' * (n // 3),
+    "empty quoted values, no closing quote to look back to": lambda n: b"a,b\n" + b'"",""\n' * (n // 6),
+    "one run of quotes": lambda n: b"a,b\nx" + b'"' * n + b",y\n",
 }
 
 
