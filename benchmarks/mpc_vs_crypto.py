@@ -114,7 +114,17 @@ def _mpc_document(job: str, identities: dict[str, Any], rows: int) -> dict[str, 
             p: {"public_key": keys.to_base64(identities[p].public_key()), "roles": ["contributor", "reader"]}
             for p in parties
         },
-        "inputs": {t: {"columns": column, "max_rows": rows * 2 + 10, "max_bytes": 1 << 34} for t in tables},
+        # Cryptographic PSI and MPyC apply no release threshold either: the tables are unrestricted, so
+        # both sides compute exactly the same thing (per-owner rules add one distinct count per table).
+        "inputs": {
+            t: {
+                "columns": column,
+                "max_rows": rows * 2 + 10,
+                "max_bytes": 1 << 34,
+                "protection": {"release": "unrestricted"},
+            }
+            for t in tables
+        },
         "computations": {"answer": {**computation, "readers": list(parties)}},
     }
 

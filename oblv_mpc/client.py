@@ -36,6 +36,7 @@ from oblv_mpc.errors import (
     PolicyError,
     ProtocolError,
 )
+from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.protocol.binding import EnclaveBinding, sha256
 from oblv_mpc.protocol.commitment import commit
@@ -140,8 +141,10 @@ class EnclaveClient:
         party: str | None = None,
         clock: Clock = _utcnow,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.http = http
+        self.limits = limits  # caps on everything decoded from the enclave's answers
         self.manifest = manifest
         self._identity = identity
         self.policy = policy
@@ -186,7 +189,7 @@ class EnclaveClient:
 
     def connect(self) -> Connection:
         """Fetch a fresh attestation, verify it and its binding to this session; nothing is sent first."""
-        nonce = os.urandom(32)
+        nonce = os.urandom(self.limits.client_nonce_bytes)
         response = self._http("GET", "/v1/attestation", params={"nonce": nonce.hex()})
         if response.status_code != 200:
             raise self._refusal(response)
@@ -204,7 +207,7 @@ class EnclaveClient:
             raise ProtocolError(f"unknown HPKE suite {answer.get('suite')!r}") from None
         expected_public = hpke_public if suite is SuiteName.X25519 else None
         verified = verify(document, policy=self.policy, now=self.clock(), nonce=nonce, public_key=expected_public)
-        binding = EnclaveBinding.decode(verified.user_data)
+        binding = EnclaveBinding.decode(verified.user_data, limits=self.limits)
         ours = self.manifest.hash
         if binding.manifest_sha256.hex() != ours:
             raise PolicyError(
@@ -256,7 +259,9 @@ class EnclaveClient:
                 self.connection = None  # what was verified no longer holds
             raise refusal
         try:
-            return open_response(connection.context, reply, op, request_id, response.content, connection.signing_key)
+            return open_response(
+                connection.context, reply, op, request_id, response.content, connection.signing_key, limits=self.limits
+            )
         except EnclaveRefused as exc:
             if exc.code == "not_ready":
                 raise NotReady(exc.reason, hint="try again once every input is in") from None
@@ -319,7 +324,7 @@ class EnclaveClient:
         assert self.connection is not None
         if not isinstance(answer, dict):
             raise ProtocolError("the upload answer has no receipt")
-        statement = verify_statement(self.connection.signing_key, answer.get("receipt"), "receipt")
+        statement = verify_statement(self.connection.signing_key, answer.get("receipt"), "receipt", limits=self.limits)
         expected = {"party": self.party.name, "table": table, "sha256": digest.hexdigest(), "bytes": total}
         for name, value in expected.items():
             if statement.get(name) != value:
@@ -369,7 +374,7 @@ class EnclaveClient:
         answer = self._call("result", {"computation": computation})
         assert self.connection is not None
         signed = answer.get("result") if isinstance(answer, dict) else None
-        statement = verify_statement(self.connection.signing_key, signed, "result")
+        statement = verify_statement(self.connection.signing_key, signed, "result", limits=self.limits)
         if statement.get("computation") != computation or statement.get("manifest") != self.manifest.hash:
             raise ProtocolError("the result is for another computation or session")
         assert isinstance(signed, dict)
@@ -392,4 +397,4 @@ class EnclaveClient:
         assert self.connection is not None
         if not isinstance(answer, dict):
             raise ProtocolError("malformed transcript")
-        return verify_chain(answer.get("events"), answer.get("head"), self.connection.signing_key)
+        return verify_chain(answer.get("events"), answer.get("head"), self.connection.signing_key, limits=self.limits)

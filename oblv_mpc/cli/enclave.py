@@ -90,7 +90,8 @@ def serve(
         debug=debug_mode,
         apps=[code_location(spec) for spec in apps],
     )
-    application = create_app(loaded, attestor, EnclaveSettings(suite=suite), routers=routers)
+    settings = EnclaveSettings(suite=suite)
+    application = create_app(loaded, attestor, settings, routers=routers)
     sock = listen_vsock(vsock_port) if vsock_port is not None else listen(host, port)
     url = url_of(sock)
     if isinstance(attestor, SimulatedNsm):
@@ -117,7 +118,7 @@ def serve(
         out.print("waiting for the manifest: mpc enclave provision --url URL --manifest FILE", markup=False)
     out.print(f"ready: listening on {url} (Ctrl-C to stop)", markup=False)
     out.file.flush()
-    serve_forever(application, sock)
+    serve_forever(application, sock, settings.limits)
     err.print("enclave stopped; its state (every upload and result) is gone")
 
 

@@ -5,7 +5,8 @@ Routes (OpenAPI at ``/docs``):
 - ``GET /v1/info``: session id, manifest hash, instance, suite. Plain, unauthenticated, advisory.
 - ``POST /v1/provision``: the manifest (YAML), once, when the app was started without one (a
   Nitro Enclave receives its manifest at launch, so the image and its PCRs do not depend on
-  it). Every attestation then binds its hash; a party holding another manifest refuses.
+  it). Every attestation then binds its hash; a party holding another manifest refuses. It is
+  checked in a worker thread, one at a time, so every other route keeps answering.
 - ``GET /v1/attestation?nonce=HEX``: a fresh attestation document and the keys it binds.
 - ``POST /v1/http``: FastEnclaves: a sealed, signed HTTP request (in chunks) for the user's own
   routes, dispatched in process with the verified party in the ASGI scope (``fastenclave``).
@@ -13,12 +14,16 @@ Routes (OpenAPI at ``/docs``):
   signed response out (``application/octet-stream``). A request that cannot be opened gets a
   plain JSON error (400), a request from no party 403, and every other answer, refusals
   included, is sealed to the requester.
+
+Every body is read within ``settings.limits`` (:mod:`oblv_mpc.enclave.bodies`): a size cap, a
+read deadline and the in-flight byte budget shared with the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import MutableMapping
 from typing import Annotated, Any
 
@@ -29,6 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from oblv_mpc import __version__
 from oblv_mpc import manifest as manifest_module
 from oblv_mpc.attestation import Attestor
+from oblv_mpc.enclave.bodies import ByteBudget, read_body
+from oblv_mpc.enclave.replay import Monotonic
 from oblv_mpc.enclave.service import OPERATIONS, Clock, EnclaveService, HttpCall, Reply, utcnow
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.errors import ManifestError
@@ -70,54 +77,83 @@ def info(service: Service) -> dict[str, Any]:
     }
 
 
-@info_router.post("/provision", summary="Give the enclave its session manifest, once (YAML body)")
+_PROVISION_OPENAPI = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/yaml": {"schema": {"type": "object"}}},
+        "description": "The session manifest every party agreed to (docs/manifest.md)",
+    },
+}
+
+
+def _already_provisioned() -> HTTPException:
+    return HTTPException(409, detail={"code": "already_provisioned", "message": "the manifest is set once per launch"})
+
+
+def _parse_manifest(body: bytes) -> Manifest:
+    return manifest_module.parse(body.decode("utf-8", "replace"), source="provisioned manifest")
+
+
+@info_router.post(
+    "/provision",
+    summary="Give the enclave its session manifest, once (YAML body)",
+    openapi_extra=_PROVISION_OPENAPI,
+)
 async def provision(request: Request) -> dict[str, Any]:
     app = request.app
-    body = await _read_limited(request, manifest_module.MAX_MANIFEST_BYTES)
-    async with app.state.provision_lock:
+    settings: EnclaveSettings = app.state.settings
+    if app.state.enclave is not None:
+        raise _already_provisioned()
+    limits = settings.limits
+    read = read_body(
+        request, limits.max_manifest_bytes, deadline_s=limits.body_read_timeout_s, budget=app.state.inflight
+    )
+    async with read as body, app.state.provision_lock:
         if app.state.enclave is not None:
-            raise HTTPException(
-                409, detail={"code": "already_provisioned", "message": "the manifest is set once per launch"}
-            )
-        try:
-            loaded = manifest_module.parse(body.decode("utf-8", "replace"), source="provisioned manifest")
+            raise _already_provisioned()
+        try:  # in a worker thread: a large manifest must not stall the event loop, hence every route
+            loaded = await run_in_threadpool(_parse_manifest, body)
         except ManifestError as exc:
             raise HTTPException(422, detail={"code": "invalid_manifest", "message": exc.message}) from None
-        app.state.enclave = EnclaveService(loaded, app.state.attestor, app.state.settings, clock=app.state.clock)
+        app.state.enclave = await run_in_threadpool(
+            EnclaveService,
+            loaded,
+            app.state.attestor,
+            settings,
+            clock=app.state.clock,
+            monotonic=app.state.monotonic,
+            inflight=app.state.inflight,
+        )
     return {"session": loaded.session, "manifest_sha256": loaded.hash}
 
 
 @info_router.get("/attestation", summary="A fresh attestation document binding the caller's nonce")
 def attestation(
     service: Service,
-    nonce: Annotated[str, Query(description="The caller's fresh random nonce, hex (16 to 64 bytes).")],
+    nonce: Annotated[
+        str,
+        Query(
+            description="The caller's fresh random nonce, hex (16 to 64 bytes).",
+            json_schema_extra={"pattern": "^([0-9a-fA-F]{2}){16,64}$"},  # documented; checked below (400)
+        ),
+    ],
 ) -> dict[str, Any]:
     try:
         raw = bytes.fromhex(nonce)
     except ValueError:
         raise HTTPException(400, detail={"code": "bad_nonce", "message": "nonce must be hex"}) from None
-    settings = service.settings
-    if not settings.min_nonce_bytes <= len(raw) <= settings.max_nonce_bytes:
-        message = f"nonce must be {settings.min_nonce_bytes} to {settings.max_nonce_bytes} bytes"
+    limits = service.limits
+    if not limits.min_nonce_bytes <= len(raw) <= limits.max_nonce_bytes:
+        message = f"nonce must be {limits.min_nonce_bytes} to {limits.max_nonce_bytes} bytes"
         raise HTTPException(400, detail={"code": "bad_nonce", "message": message})
     answer = service.attestation(raw)
     return {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in answer.items()}
 
 
-async def _read_limited(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise HTTPException(413, detail={"code": "too_large", "message": f"a sealed request is at most {limit} bytes"})
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise HTTPException(
-                413, detail={"code": "too_large", "message": f"a sealed request is at most {limit} bytes"}
-            )
-        chunks.append(chunk)
-    return b"".join(chunks)
+def _read_envelope(request: Request, service: EnclaveService) -> Any:
+    """The sealed body, read within the service's limits and held in its byte budget."""
+    limits = service.limits
+    return read_body(request, limits.max_envelope_bytes, deadline_s=limits.body_read_timeout_s, budget=service.inflight)
 
 
 def _restarted(request: Request, service: EnclaveService) -> Response | None:
@@ -145,8 +181,8 @@ def _sealed_route(op: str) -> Any:
         restarted = _restarted(request, service)
         if restarted is not None:
             return restarted
-        envelope = await _read_limited(request, service.settings.max_envelope_bytes)
-        return _response(await run_in_threadpool(service.handle, op, envelope))
+        async with _read_envelope(request, service) as envelope:
+            return _response(await run_in_threadpool(service.handle, op, envelope))
 
     handler.__name__ = f"sealed_{op}"
     return handler
@@ -220,8 +256,8 @@ async def sealed_http(request: Request, service: Service) -> Response:
     restarted = _restarted(request, service)
     if restarted is not None:
         return restarted
-    envelope = await _read_limited(request, service.settings.max_envelope_bytes)
-    opened = await run_in_threadpool(service.open_http, envelope)
+    async with _read_envelope(request, service) as envelope:
+        opened = await run_in_threadpool(service.open_http, envelope)
     if isinstance(opened, Reply):
         return _response(opened)
     user: FastAPI | None = request.app.state.user_app
@@ -253,12 +289,14 @@ def create_app(
     service: EnclaveService | None = None,
     routers: list[APIRouter] | None = None,
     clock: Clock = utcnow,
+    monotonic: Monotonic = time.monotonic,
 ) -> FastAPI:
     """The enclave app for one session. Builds nothing at import time.
 
     With ``manifest=None`` the app waits to be provisioned (``POST /v1/provision``). ``clock`` is
-    the enclave's wall clock (request windows, transcript and statement times); a provisioned
-    service gets the same one.
+    the enclave's wall clock (request windows, transcript and statement times) and ``monotonic``
+    the clock that measures how long request ids are remembered; a provisioned service gets the
+    same ones. Serve it with :mod:`oblv_mpc.enclave.server`, passing ``settings.limits``.
     """
     app = FastAPI(
         title="oblv_mpc enclave",
@@ -266,15 +304,23 @@ def create_app(
         description="Multiparty computation brokered by an attested enclave. Every request other than "
         "the attestation is sealed to the enclave and signed by a party.",
     )
+    settings = settings or (service.settings if service is not None else EnclaveSettings())
     app.state.user_app = user_app(routers) if routers else None
     app.state.attestor = attestor
     app.state.settings = settings
     app.state.provision_lock = asyncio.Lock()
     app.state.clock = clock
+    app.state.monotonic = monotonic
     if service is not None:
+        app.state.inflight = service.inflight
         app.state.enclave = service
     else:
-        app.state.enclave = EnclaveService(manifest, attestor, settings, clock=clock) if manifest is not None else None
+        app.state.inflight = ByteBudget(settings.limits.max_inflight_bytes)
+        app.state.enclave = (
+            EnclaveService(manifest, attestor, settings, clock=clock, monotonic=monotonic, inflight=app.state.inflight)
+            if manifest is not None
+            else None
+        )
     app.include_router(info_router)
     app.include_router(sealed_router)
     return app

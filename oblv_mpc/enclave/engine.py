@@ -77,7 +77,7 @@ class Engine:
     def __init__(self, manifest: Manifest, settings: EnclaveSettings | None = None) -> None:
         self.manifest = manifest
         self.settings = settings or EnclaveSettings()
-        config: dict[str, Any] = {**_LOCKED_CONFIG, "memory_limit": f"{self.settings.compute_memory_bytes}B"}
+        config: dict[str, Any] = {**_LOCKED_CONFIG, "memory_limit": f"{self.settings.limits.compute_memory_bytes}B"}
         self.connection = duckdb.connect(":memory:", config=config)
         self.connection.execute("SET TimeZone = 'UTC'")  # an ICU option, settable only once connected
         self.connection.execute("SET lock_configuration = true")
@@ -102,7 +102,8 @@ class Engine:
 
     def _query(self, sql: str) -> tuple[list[tuple[str, str]], list[list[Any]]]:
         """Run ``sql`` within the time and memory limits; its columns and plain rows."""
-        timer = threading.Timer(self.settings.compute_timeout_s, self.connection.interrupt)
+        limits = self.settings.limits
+        timer = threading.Timer(limits.compute_timeout_s, self.connection.interrupt)
         timer.start()
         try:
             relation = self.connection.execute(sql)
@@ -111,12 +112,12 @@ class Engine:
         except duckdb.InterruptException:
             raise RunFailed(
                 "compute_limit",
-                f"the computation was stopped at its time limit ({self.settings.compute_timeout_s:g} s)",
+                f"the computation was stopped at its time limit ({limits.compute_timeout_s:g} s)",
             ) from None
         except duckdb.OutOfMemoryException:
             raise RunFailed(
                 "compute_limit",
-                f"the computation was stopped at its memory limit ({self.settings.compute_memory_bytes:,} bytes)",
+                f"the computation was stopped at its memory limit ({limits.compute_memory_bytes:,} bytes)",
             ) from None
         except duckdb.Error:
             # DuckDB's message may quote a value from the data (a failed cast, say): never passed on.

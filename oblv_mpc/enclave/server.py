@@ -1,5 +1,11 @@
 """Serving the enclave app with uvicorn: on a socket we bind first (so the port is known before
-the server starts, port 0 included), in the foreground or in a background thread."""
+the server starts, port 0 included), in the foreground or in a background thread.
+
+The server enforces the connection limits of :class:`~oblv_mpc.limits.Limits`: at most
+``max_connections`` connections and requests at once (uvicorn answers 503 past it, before
+reading any body) and ``keep_alive_s`` for idle connections. Body size, read deadline and the
+in-flight byte budget are the app's (:mod:`oblv_mpc.enclave.bodies`).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,8 @@ from types import TracebackType
 
 import uvicorn
 from starlette.types import ASGIApp
+
+from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -46,15 +54,24 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _server(app: ASGIApp) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off", timeout_graceful_shutdown=5))
+def _server(app: ASGIApp, limits: Limits) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="off",
+        timeout_graceful_shutdown=5,
+        limit_concurrency=limits.max_connections,
+        timeout_keep_alive=limits.keep_alive_s,
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers: bytes
+    )
+    return uvicorn.Server(config)
 
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def serve_forever(app: ASGIApp, sock: socket.socket) -> None:
+def serve_forever(app: ASGIApp, sock: socket.socket, limits: Limits = DEFAULT_LIMITS) -> None:
     """Serve until Ctrl-C or SIGTERM, then return normally.
 
     uvicorn shuts down gracefully on either signal, then re-raises it with the handlers it found
@@ -62,7 +79,7 @@ def serve_forever(app: ASGIApp, sock: socket.socket) -> None:
     """
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        _server(app).run(sockets=[sock])
+        _server(app, limits).run(sockets=[sock])
     except KeyboardInterrupt:
         pass
     finally:
@@ -72,11 +89,13 @@ def serve_forever(app: ASGIApp, sock: socket.socket) -> None:
 class ServerThread:
     """The app on a loopback port in a background thread, for the demo and tests."""
 
-    def __init__(self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self, app: ASGIApp, host: str = "127.0.0.1", port: int = 0, *, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self._sock = listen(host, port)
         self.url = url_of(self._sock)
         self.port: int = self._sock.getsockname()[1]
-        self._server = _server(app)
+        self._server = _server(app, limits)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
 
     def __enter__(self) -> ServerThread:

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from oblv_mpc import keys
 from oblv_mpc.attestation import Attestor
+from oblv_mpc.enclave.bodies import ByteBudget
+from oblv_mpc.enclave.quotas import UploadQuota
+from oblv_mpc.enclave.replay import Monotonic, ReplayGuard
 from oblv_mpc.enclave.session import Session
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.errors import EnclaveRefused, InputDataError, NotReady, ProtocolError
@@ -30,6 +35,9 @@ Clock = Callable[[], dt.datetime]
 OPERATIONS = ("upload", "status", "compute", "result", "transcript")
 HTTP_OPERATION = "http"  # a FastEnclaves request to the user's routes (oblv_mpc.fastenclave)
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
+_MAX_HEADERS = 100
+_MAX_HEADER_CHARS = 8192
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}")  # RFC 9110 §5.6.2
 
 
 @dataclass
@@ -70,7 +78,12 @@ class Reply:
 
 
 class EnclaveService:
-    """One running enclave: keys, attestation, session, replay protection."""
+    """One running enclave: keys, attestation, session, replay protection, per-party quotas.
+
+    ``clock`` is the wall clock (request windows, times in statements); ``monotonic`` measures
+    how long request ids are remembered (:mod:`oblv_mpc.enclave.replay`). ``inflight`` is the
+    byte budget shared with the HTTP layer (``Limits.max_inflight_bytes``).
+    """
 
     def __init__(
         self,
@@ -79,11 +92,15 @@ class EnclaveService:
         settings: EnclaveSettings | None = None,
         *,
         clock: Clock = utcnow,
+        monotonic: Monotonic = time.monotonic,
+        inflight: ByteBudget | None = None,
     ) -> None:
         self.manifest = manifest
         self.attestor = attestor
         self.settings = settings or EnclaveSettings()
+        self.limits = self.settings.limits
         self._clock = clock
+        self.inflight = inflight or ByteBudget(self.limits.max_inflight_bytes)
         self.instance = os.urandom(16)
         self._hpke = hpke.generate(self.settings.suite)
         self._signing = keys.generate(keys.KeyType.ED25519)
@@ -99,8 +116,10 @@ class EnclaveService:
             instance=self.instance,
         )
         self.session = Session(manifest, self._signing, self.instance, self.settings, clock)
-        self._seen: dict[bytes, int] = {}
-        self._seen_lock = threading.Lock()
+        window_s = self.settings.request_window_s
+        self.replay = ReplayGuard(2 * window_s, self.limits.max_replay_entries_per_party, monotonic)
+        self._uploads = UploadQuota(self.limits.max_uploads_per_party, self.limits.idle_timeout_s * 1000)
+        self._http_lock = threading.Lock()
         self._http: dict[bytes, _HttpStream] = {}
 
     @property
@@ -124,20 +143,17 @@ class EnclaveService:
             "instance": self.instance,
         }
 
+    def _now_ms(self) -> int:
+        return int(self._clock().timestamp() * 1000)
+
     def _check_fresh(self, request: Request) -> None:
-        now = int(self._clock().timestamp() * 1000)
+        now = self._now_ms()
         window = self.settings.request_window_s * 1000
         if abs(now - request.time_ms) > window:
             raise EnclaveRefused(
                 "stale", f"request time is {abs(now - request.time_ms) // 1000}s away from the enclave's clock"
             )
-        with self._seen_lock:
-            for request_id, seen_at in list(self._seen.items()):
-                if now - seen_at > 2 * window:
-                    del self._seen[request_id]
-            if request.request_id in self._seen:
-                raise EnclaveRefused("replayed", "this request was already received; a replay is refused")
-            self._seen[request.request_id] = now
+        self.replay.admit(request.party, request.request_id, request.time_ms)
 
     def _open(self, op: str, envelope: bytes) -> Request | Reply:
         """Open a sealed request, check its party's signature and its freshness; or the refusal."""
@@ -147,7 +163,7 @@ class EnclaveService:
             return party.public_key if party else None
 
         try:
-            request = open_request(self.context, self._hpke.private, op, envelope, party_key)
+            request = open_request(self.context, self._hpke.private, op, envelope, party_key, limits=self.limits)
         except ProtocolError as exc:
             self.session.count_unauthenticated()
             return Reply(400, {"code": "cannot_open", "message": exc.message})
@@ -194,55 +210,82 @@ class EnclaveService:
         stream_id, index, final, data = body.get("stream"), body.get("index"), body.get("final"), body.get("data")
         if (
             not isinstance(stream_id, bytes)
+            or isinstance(index, bool)
             or not isinstance(index, int)
             or not isinstance(final, bool)
             or not isinstance(data, bytes)
         ):
             raise EnclaveRefused("bad_request", "http chunk needs stream, index, final and data")
-        now = int(self._clock().timestamp() * 1000)
-        with self._seen_lock:
-            idle = self.settings.upload_idle_timeout_s * 1000
+        if len(data) > self.limits.max_chunk_bytes:
+            raise EnclaveRefused("too_large", f"chunk of {len(data)} bytes exceeds {self.limits.max_chunk_bytes}")
+        now = self._now_ms()
+        with self._http_lock:
+            idle = self.limits.idle_timeout_s * 1000
             for key in [k for k, s in self._http.items() if now - s.last_ms > idle]:
-                del self._http[key]  # a request never finished: its body goes
+                self._drop_stream(key)  # a request never finished: its body goes
             stream = self._http.get(stream_id)
             if index == 0:
                 if stream is not None:
-                    del self._http[stream_id]
+                    self._drop_stream(stream_id)
                     raise EnclaveRefused("upload_sequence", "first chunk of a request repeated; request discarded")
-                method, path, query, headers = (
-                    body.get("method"),
-                    body.get("path"),
-                    body.get("query", ""),
-                    body.get("headers", []),
-                )
-                if not isinstance(method, str) or not isinstance(path, str) or not path.startswith("/"):
-                    raise EnclaveRefused("bad_request", "the first chunk needs method and an absolute path")
-                kept = [
-                    (str(k), str(v))
-                    for k, v in headers
-                    if str(k).lower() not in _HOP_BY_HOP and not str(k).lower().startswith("x-mpc")
-                ]
-                stream = _HttpStream(request.party, method.upper(), path, str(query), kept, bytearray(), 0, now)
+                stream = self._start_stream(request.party, body, now)
                 self._http[stream_id] = stream
             elif stream is None or stream.party != request.party:
                 raise EnclaveRefused("upload_sequence", f"chunk {index} of a request that is not in progress")
             if index != stream.next_index:
-                del self._http[stream_id]
+                self._drop_stream(stream_id)
                 raise EnclaveRefused(
                     "upload_sequence", f"chunk {index} arrived, expected {stream.next_index}; request discarded"
                 )
-            if len(stream.body) + len(data) > self.settings.max_http_body_bytes:
-                del self._http[stream_id]
-                raise EnclaveRefused(
-                    "too_large", f"a request body is at most {self.settings.max_http_body_bytes} bytes"
-                )
+            self._hold(stream_id, stream, data)
             stream.body += data
             stream.next_index += 1
             stream.last_ms = now
             if not final:
                 return Reply(200, seal_response(self.context, request, self._signing, body={"received": index}))
-            del self._http[stream_id]
+            self._drop_stream(stream_id)
         return HttpCall(request, stream.method, stream.path, stream.query, stream.headers, bytes(stream.body))
+
+    def _start_stream(self, party: str, body: dict[Any, Any], now: int) -> _HttpStream:
+        """A new request for the user's routes: within the party's quota, with a clean head."""
+        streams = sum(1 for s in self._http.values() if s.party == party)
+        if streams >= self.limits.max_streams_per_party:
+            raise EnclaveRefused(
+                "too_many_streams",
+                f"party {party!r} already has {self.limits.max_streams_per_party} requests in progress; "
+                "finish one first",
+            )
+        method, path, query = body.get("method"), body.get("path"), body.get("query", "")
+        if not isinstance(method, str) or not method.isalpha() or len(method) > 16:
+            raise EnclaveRefused("bad_request", "the first chunk needs an HTTP method (letters only)")
+        if not _clean(path) or not path.startswith("/"):
+            raise EnclaveRefused("bad_request", "the first chunk needs an absolute path without control characters")
+        if not _clean(query):
+            raise EnclaveRefused("bad_request", "the query must be text without control characters")
+        return _HttpStream(
+            party, method.upper(), path, str(query), _headers(body.get("headers", [])), bytearray(), 0, now
+        )
+
+    def _hold(self, stream_id: bytes, stream: _HttpStream, data: bytes) -> None:
+        """Count ``data`` against the request's, the party's and everyone's limits, or refuse it."""
+        if len(stream.body) + len(data) > self.limits.max_http_body_bytes:
+            self._drop_stream(stream_id)
+            raise EnclaveRefused("too_large", f"a request body is at most {self.limits.max_http_body_bytes} bytes")
+        party_bytes = sum(len(s.body) for s in self._http.values() if s.party == stream.party)
+        if party_bytes + len(data) > self.limits.max_inflight_bytes_per_party:
+            self._drop_stream(stream_id)
+            raise EnclaveRefused(
+                "busy", f"your unfinished requests hold {self.limits.max_inflight_bytes_per_party} bytes; finish them"
+            )
+        if not self.inflight.take(len(data)):
+            self._drop_stream(stream_id)
+            raise EnclaveRefused("busy", "the enclave holds as many request bytes as it may; retry shortly")
+
+    def _drop_stream(self, stream_id: bytes) -> None:
+        """Forget an unfinished (or just finished) request and give its bytes back."""
+        stream = self._http.pop(stream_id, None)
+        if stream is not None:
+            self.inflight.give(len(stream.body))
 
     def answer(self, request: Request, body: Any) -> Reply:
         """A sealed, signed answer to an authenticated request."""
@@ -256,7 +299,7 @@ class EnclaveService:
     def _dispatch(self, request: Request) -> Any:
         session, party, body = self.session, request.party, request.body
         if request.op == "upload":
-            return session.upload(party, body)
+            return self._upload(request)
         if request.op == "status":
             return session.status(party)
         if request.op == "compute":
@@ -264,3 +307,57 @@ class EnclaveService:
         if request.op == "result":
             return session.result(party, body)
         return session.transcript(party)
+
+    def _upload(self, request: Request) -> Any:
+        """One upload chunk, counted against the party's uploads in progress."""
+        body = request.body
+        table = body.get("table") if isinstance(body, dict) else None
+        upload_id = body.get("upload") if isinstance(body, dict) else None
+        if not isinstance(table, str) or not isinstance(upload_id, bytes):
+            return self.session.upload(request.party, body)  # the session refuses it as malformed
+        index = body.get("index")
+        first, final = index == 0 and not isinstance(index, bool), body.get("final") is True
+        replaced = self._uploads.begin(request.party, table, upload_id, self._now_ms()) if first else None
+        refusal: str | None = "error"
+        try:
+            answer = self.session.upload(request.party, body)
+            refusal = None
+            return answer
+        except EnclaveRefused as exc:
+            refusal = exc.code
+            raise
+        except InputDataError:
+            refusal = "input_invalid"
+            raise
+        finally:
+            self._uploads.end(
+                request.party,
+                table,
+                upload_id,
+                first=first,
+                final=final,
+                refusal=refusal,
+                replaced=replaced,
+                now_ms=self._now_ms(),
+            )
+
+
+def _clean(value: object) -> TypeGuard[str]:
+    """Text without control characters (what may go into an ASGI scope as a path or query)."""
+    return isinstance(value, str) and value.isprintable() and len(value) <= _MAX_HEADER_CHARS
+
+
+def _headers(raw: object) -> list[tuple[str, str]]:
+    """A FastEnclaves request's headers: a list of [name, value] text pairs, or a refusal."""
+    if not isinstance(raw, list) or len(raw) > _MAX_HEADERS:
+        raise EnclaveRefused("bad_request", f"headers must be a list of at most {_MAX_HEADERS} [name, value] pairs")
+    kept = []
+    for pair in raw:
+        if not isinstance(pair, list | tuple) or len(pair) != 2:
+            raise EnclaveRefused("bad_request", "each header must be a [name, value] pair")
+        name, value = pair
+        if not (isinstance(name, str) and _TOKEN.fullmatch(name) and _clean(value) and value.isascii()):
+            raise EnclaveRefused("bad_request", "a header name must be an HTTP token and its value printable ASCII")
+        if name.lower() not in _HOP_BY_HOP and not name.lower().startswith("x-mpc"):
+            kept.append((name, value))
+    return kept

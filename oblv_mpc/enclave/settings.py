@@ -1,29 +1,32 @@
-"""Every limit and knob of the enclave service, in one place."""
+"""The enclave service's protocol knobs, and the limits on untrusted input it enforces."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.protocol.hpke import SuiteName
-
-MiB = 1024 * 1024
 
 
 @dataclass(frozen=True)
 class EnclaveSettings:
-    """Limits on untrusted input and protocol parameters."""
+    """Protocol knobs, and ``limits``: every cap on untrusted input (:class:`~oblv_mpc.limits.Limits`)."""
 
     suite: SuiteName = SuiteName.X25519
-    max_chunk_bytes: int = 8 * MiB  # plaintext data per upload chunk
     request_window_s: int = 300  # a request older than this, or as far in the future, is refused
-    upload_idle_timeout_s: int = 900  # an upload with no chunk for this long is discarded
-    max_http_body_bytes: int = 512 * MiB  # a FastEnclaves request body, held in enclave memory
-    min_nonce_bytes: int = 16
-    max_nonce_bytes: int = 64
-    compute_timeout_s: float = 600.0  # a computation still running after this is stopped (and refused)
-    compute_memory_bytes: int = 4 * 1024 * MiB  # DuckDB's memory_limit for computations
+    limits: Limits = DEFAULT_LIMITS
+
+    @property
+    def max_chunk_bytes(self) -> int:
+        """Plaintext data per upload chunk (``limits.max_chunk_bytes``)."""
+        return self.limits.max_chunk_bytes
+
+    @property
+    def upload_idle_timeout_s(self) -> int:
+        """An upload or FastEnclaves request with no chunk for this long is discarded (``limits.idle_timeout_s``)."""
+        return self.limits.idle_timeout_s
 
     @property
     def max_envelope_bytes(self) -> int:
-        """The largest sealed request accepted: a full chunk plus envelope overhead."""
-        return self.max_chunk_bytes + MiB
+        """The largest sealed request accepted (``limits.max_envelope_bytes``)."""
+        return self.limits.max_envelope_bytes

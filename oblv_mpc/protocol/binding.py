@@ -19,7 +19,9 @@ from typing import Any
 
 import cbor2
 
-from oblv_mpc.errors import PolicyError
+from oblv_mpc.errors import PolicyError, ProtocolError
+from oblv_mpc.limits import DEFAULT_LIMITS, Limits
+from oblv_mpc.protocol import cbor
 from oblv_mpc.protocol.hpke import SuiteName
 
 BINDING_VERSION = 1
@@ -49,14 +51,14 @@ class EnclaveBinding:
         )
 
     @classmethod
-    def decode(cls, data: bytes | None) -> EnclaveBinding:
+    def decode(cls, data: bytes | None, *, limits: Limits = DEFAULT_LIMITS) -> EnclaveBinding:
         """Parse a verified document's ``user_data``, refusing anything else."""
         if not data:
             raise PolicyError("user_data", "the attestation carries no session binding in user_data")
         try:
-            raw: Any = cbor2.loads(data)
-        except (cbor2.CBORDecodeError, ValueError):
-            raise PolicyError("user_data", "user_data is not a session binding (not CBOR)") from None
+            raw: Any = cbor.decode(data, limits.header_caps(), "user_data")
+        except ProtocolError as exc:
+            raise PolicyError("user_data", f"user_data is not a session binding ({exc.message})") from None
         if not isinstance(raw, dict) or set(raw) != {"v", "manifest", "suite", "hpke", "signing", "instance"}:
             raise PolicyError("user_data", "user_data is not an oblv_mpc session binding")
         if raw["v"] != BINDING_VERSION:

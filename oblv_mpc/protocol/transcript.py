@@ -16,9 +16,12 @@ import cbor2
 
 from oblv_mpc import keys
 from oblv_mpc.errors import ProtocolError
+from oblv_mpc.limits import DEFAULT_LIMITS, Limits
+from oblv_mpc.protocol import cbor
 from oblv_mpc.protocol.envelope import verify_statement
 
 GENESIS = bytes(32)
+_EVENT_FIELDS = {"seq", "prev", "time", "kind", "data"}
 
 
 @dataclass(frozen=True)
@@ -42,17 +45,21 @@ def make_event(seq: int, prev: bytes, time_ms: int, kind: str, data: dict[str, A
     return Event(seq, prev, time_ms, kind, data, encoded)
 
 
-def verify_chain(encoded_events: Any, head: Any, enclave_signing: keys.PublicKey) -> list[Event]:
-    """Check the chain link by link and against the enclave's signed head."""
+def verify_chain(
+    encoded_events: Any, head: Any, enclave_signing: keys.PublicKey, *, limits: Limits = DEFAULT_LIMITS
+) -> list[Event]:
+    """Check the chain link by link and against the enclave's signed head (events decoded within ``limits``)."""
     if not isinstance(encoded_events, list) or not all(isinstance(e, bytes) for e in encoded_events):
         raise ProtocolError("malformed transcript")
-    signed_head = verify_statement(enclave_signing, head, "transcript")
+    signed_head = verify_statement(enclave_signing, head, "transcript", limits=limits)
     events: list[Event] = []
     prev = GENESIS
     for index, encoded in enumerate(encoded_events):
-        raw = cbor2.loads(encoded)
-        if not isinstance(raw, dict) or raw.get("seq") != index or raw.get("prev") != prev:
+        raw = cbor.decode(encoded, limits.response_caps(), f"transcript event {index}")
+        if not isinstance(raw, dict) or set(raw) != _EVENT_FIELDS or raw["seq"] != index or raw["prev"] != prev:
             raise ProtocolError(f"transcript event {index} does not link to the one before it")
+        if not isinstance(raw["time"], int) or not isinstance(raw["kind"], str) or not isinstance(raw["data"], dict):
+            raise ProtocolError(f"transcript event {index} is malformed")
         event = Event(raw["seq"], raw["prev"], raw["time"], raw["kind"], raw["data"], encoded)
         if cbor2.dumps(raw, canonical=True) != encoded:
             raise ProtocolError(f"transcript event {index} is not in canonical form")

@@ -374,6 +374,7 @@ def test_a_runaway_query_is_stopped_at_the_time_limit_and_says_only_that(
     org_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
     from oblv_mpc.enclave import EnclaveSettings
+    from oblv_mpc.limits import Limits
 
     document = {
         "version": 1,
@@ -394,7 +395,7 @@ def test_a_runaway_query_is_stopped_at_the_time_limit_and_says_only_that(
         },
     }
     loaded = manifest.from_data(document)
-    app = create_app(loaded, SimulatedNsm(dev_ca, measurements), EnclaveSettings(compute_timeout_s=0.5))
+    app = create_app(loaded, SimulatedNsm(dev_ca, measurements), EnclaveSettings(limits=Limits(compute_timeout_s=0.5)))
     http = TestClient(app)
     clients = {p: EnclaveClient(http, loaded, org_keys[p], dev_ca.policy(measurements)) for p in ("alpha", "beta")}
     clients["alpha"].upload("t", io.BytesIO(b"x\n1\n"))

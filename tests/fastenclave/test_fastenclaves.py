@@ -259,12 +259,13 @@ def test_unfinished_requests_are_dropped_when_idle(party_keys: dict[str, keys.Pr
     import datetime as dt
 
     from oblv_mpc.enclave import EnclaveService, EnclaveSettings
+    from oblv_mpc.limits import Limits
 
     loaded = manifest_of(party_keys)
     ca = DevelopmentCA.load_or_create(tmp_path / "ca")
     now = [dt.datetime.now(dt.UTC)]
     service = EnclaveService(
-        loaded, SimulatedNsm(ca, measure()), EnclaveSettings(upload_idle_timeout_s=60), clock=lambda: now[0]
+        loaded, SimulatedNsm(ca, measure()), EnclaveSettings(limits=Limits(idle_timeout_s=60)), clock=lambda: now[0]
     )
     app = create_app(loaded, service.attestor, service=service)
     client = EnclaveClient(TestClient(app), loaded, party_keys["alice"], ca.policy(measure()), clock=lambda: now[0])
