@@ -21,6 +21,7 @@ from oblv_mpc.attestation import DevelopmentCA, Measurements
 from oblv_mpc.client import EnclaveClient
 from oblv_mpc.enclave import EnclaveSettings
 from oblv_mpc.errors import EnclaveRefused, InputDataError
+from oblv_mpc.limits import Limits
 from oblv_mpc.tables import CsvIngest, validate_file
 from tests.enclave.conftest import PARTIES, World, make_world, serve, session_document
 
@@ -268,7 +269,8 @@ def test_an_upload_whose_chunk_is_being_checked_is_not_idle(
     measurements: Measurements,
     held: _HeldCheck,
 ) -> None:
-    world = make_world(tmp_path, all_keys, dev_ca, measurements, settings=EnclaveSettings(upload_idle_timeout_s=1))
+    settings = EnclaveSettings(limits=Limits(idle_timeout_s=1))
+    world = make_world(tmp_path, all_keys, dev_ca, measurements, settings=settings)
     with serve(world.app) as url, httpx.Client(base_url=url, timeout=10) as pool, httpx.Client(base_url=url) as other:
         alice = EnclaveClient(pool, world.manifest, world.keys["alice"], world.policy, chunk_bytes=4096)
         bob = EnclaveClient(other, world.manifest, world.keys["bob"], world.policy)
