@@ -5,9 +5,14 @@ run against the real app in process and the CLI against a real server. Nothing i
 enclave before :meth:`EnclaveClient.connect` has verified its attestation document, and every
 response, receipt and result is checked against the signing key that document binds.
 
-Errors: transport failures become :class:`EnclaveUnreachable`; refusals
-:class:`EnclaveRefused` (or :class:`NotReady`, :class:`InputDataError` for those refusals);
-anything that does not open or verify :class:`ProtocolError` or an :class:`AttestationError`.
+Errors: transport failures become :class:`EnclaveUnreachable`; the enclave's refusals, which
+come sealed to us and signed by its attested key, :class:`EnclaveRefused` (or :class:`NotReady`,
+:class:`InputDataError` for those refusals); any other answer (a non-200 status with plain JSON
+or HTML, from whatever answered: the enclave's HTTP layer before it can authenticate, a load
+balancer, the operator, an attacker on the path) :class:`UnauthenticatedAnswer`, which quotes
+what it claims and is never reported as the enclave's; anything that does not open or verify
+:class:`ProtocolError` or an :class:`AttestationError`. A claim that the enclave restarted is
+unauthenticated too: the client re-attests, and believes the fresh attestation (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -32,9 +37,12 @@ from oblv_mpc.errors import (
     EnclaveUnreachable,
     InputDataError,
     KeyFileError,
+    MpcError,
     NotReady,
     PolicyError,
     ProtocolError,
+    UnauthenticatedAnswer,
+    UsageError,
 )
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import Manifest
@@ -46,6 +54,20 @@ from oblv_mpc.protocol.transcript import Event, verify_chain
 
 KEY_HEADER = ENCLAVE_KEY_HEADER
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+QUOTED_CHARS = 300  # how much of an unauthenticated answer an error quotes
+_UNAUTHENTICATED_HINTS = {
+    "cannot_open": "the enclave could not open the request, or something claims so; the client re-attests before "
+    "its next request (mpc connect does it now)",
+    "unknown_party": "check that your key is the one the manifest lists for you",
+    "bad_signature": "check that your key is the one the manifest lists for you",
+    "wrong_binding": "check that you hold the manifest the enclave runs (mpc connect re-checks it)",
+    "not_provisioned": "if the enclave really waits for its manifest, the operator provisions it "
+    "(mpc enclave provision)",
+}
+_DEFAULT_HINT = (
+    "only an answer sealed to you and signed by the attested enclave is the enclave's; check the URL, and whether "
+    "something between you and the enclave (a proxy, a load balancer) answers in its place"
+)
 Clock = Callable[[], dt.datetime]
 
 
@@ -120,6 +142,25 @@ def _ahead(items: Iterator[_Sealed]) -> Iterator[_Sealed]:
             yield item
 
 
+def claims(response: httpx.Response) -> tuple[str | None, str]:
+    """The ``code`` and message a plain answer claims (our app's JSON shapes), or its text."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    detail = data.get("detail", data) if isinstance(data, dict) else None
+    if isinstance(detail, dict) and ("code" in detail or "message" in detail):
+        code, text = detail.get("code"), str(detail.get("message", ""))
+        return (str(code) if code is not None else None), _clip(text)
+    if isinstance(detail, str):
+        return None, _clip(detail)
+    return None, _clip(response.text) or f"an empty {response.headers.get('content-type', 'untyped')} body"
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= QUOTED_CHARS else text[:QUOTED_CHARS] + "..."
+
+
 def _b64(answer: dict[str, Any], field: str) -> bytes:
     value = answer.get(field)
     try:
@@ -173,17 +214,37 @@ class EnclaveClient:
                 hint="check that the enclave is running and the URL is right",
             ) from None
 
-    @staticmethod
-    def _refusal(response: httpx.Response) -> EnclaveRefused:
-        try:
-            data = response.json()
-            detail = data.get("detail", data) if isinstance(data, dict) else {}
-            code, message = str(detail.get("code")), str(detail.get("message"))
-        except ValueError:
-            code, message = f"http_{response.status_code}", response.text[:200]
-        if code == "enclave_restarted":
-            return EnclaveRefused(code, message, hint="reconnect (mpc connect) and submit your data again")
-        return EnclaveRefused(code, message)
+    def _unauthenticated(self, response: httpx.Response, *, hint: str | None = None) -> UnauthenticatedAnswer:
+        """A non-200 answer: whatever answered said it, not the attested enclave. Quoted, escaped."""
+        code, claimed = claims(response)
+        return UnauthenticatedAnswer(
+            response.status_code,
+            code,
+            claimed,
+            origin=str(self.http.base_url),
+            hint=hint or _UNAUTHENTICATED_HINTS.get(code or "", _DEFAULT_HINT),
+        )
+
+    def _check_restart_claim(self, old: Connection, response: httpx.Response) -> MpcError:
+        """A 409 ``enclave_restarted`` is unauthenticated by nature: re-attest, and believe the attestation.
+
+        A fresh, verified attestation with another instance or key proves the restart (the old
+        state is gone; the caller reconnects on purpose). The same instance proves the claim false.
+        """
+        fresh = self.connect()  # every check again, with a fresh nonce; raises if it does not verify
+        if fresh.instance != old.instance or fresh.key_id != old.key_id:
+            self.connection = None  # what was verified no longer holds: the client forgets it
+            return EnclaveRefused(
+                "enclave_restarted",
+                f"the enclave restarted: a fresh attestation shows instance {fresh.instance.hex()[:12]}..., not "
+                f"{old.instance.hex()[:12]}... that this request was sealed to, and everything submitted to it is gone",
+                hint="reconnect (mpc connect) and submit your data again",
+            )
+        return self._unauthenticated(
+            response,
+            hint="a fresh attestation shows the same enclave instance, so the claim that it restarted is false: "
+            "something between you and the enclave answered in its place",
+        )
 
     # -- attestation -------------------------------------------------------------------------
 
@@ -192,7 +253,7 @@ class EnclaveClient:
         nonce = os.urandom(self.limits.client_nonce_bytes)
         response = self._http("GET", "/v1/attestation", params={"nonce": nonce.hex()})
         if response.status_code != 200:
-            raise self._refusal(response)
+            raise self._unauthenticated(response)
         try:
             answer = response.json()
         except ValueError:
@@ -254,11 +315,14 @@ class EnclaveClient:
             headers={"content-type": "application/octet-stream", KEY_HEADER: connection.key_id},
         )
         if response.status_code != 200:
-            refusal = self._refusal(response)
-            if refusal.code in ("enclave_restarted", "cannot_open"):
-                self.connection = None  # what was verified no longer holds
-            raise refusal
+            answer = self._unauthenticated(response)
+            if answer.code == "enclave_restarted":
+                raise self._check_restart_claim(connection, response)
+            if answer.code == "cannot_open":
+                self.connection = None  # re-attest before the next request: cheap, and it proves what holds
+            raise answer
         try:
+            # Only what opens with our reply key and carries the attested key's signature is the enclave's.
             return open_response(
                 connection.context, reply, op, request_id, response.content, connection.signing_key, limits=self.limits
             )
@@ -280,7 +344,8 @@ class EnclaveClient:
         if table not in self.manifest.inputs:
             qualified = f"{self.party.name}.{table}"
             if qualified not in self.manifest.inputs:
-                raise EnclaveRefused("unknown_table", f"{table!r} is not an input of session {self.manifest.session}")
+                mine = ", ".join(t.table for t in self.manifest.inputs_of(self.party.name)) or "none"
+                raise UsageError(f"{table!r} is not an input of session {self.manifest.session} (yours: {mine})")
             table = qualified
         self.connection or self.connect()
         handle = source.open("rb") if isinstance(source, Path) else source

@@ -19,26 +19,36 @@ Anything else that escapes is a bug, and shows a traceback (without locals).
     │   └── PolicyError                       PCRs, debug mode, nonce, user_data, public_key
     ├── ProtocolError                exit 5   an envelope that does not open or verify
     ├── EnclaveUnreachable           exit 6   no answer from the enclave
-    ├── EnclaveRefused               exit 7   the enclave answered with a refusal
+    │   └── UnauthenticatedAnswer             an answer the attested enclave did not seal and sign
+    ├── EnclaveRefused               exit 7   the enclave answered with a refusal, sealed and signed
     ├── NotReady                     exit 8   a result whose inputs are not all in yet
     └── NsmError                     exit 9   the Nitro Secure Module (/dev/nsm) refused or failed
 
 Error messages never contain key material: keys are referred to by file name or fingerprint.
+Messages quote text from outside (an enclave's or the network's words, a CSV row, manifest
+keys, file names), so :class:`MpcError` escapes every character a terminal would act on, line
+breaks included, in ``message`` and ``hint`` (:mod:`oblv_mpc.terminal_text`): a quoted value can
+neither erase a line nor start a forged one. The raw text stays in attributes for programs
+(``reason``, ``claimed``, ``problems``). Only :class:`ManifestError` has several lines, one per
+problem, each escaped.
 """
 
 from __future__ import annotations
 
+from oblv_mpc.terminal_text import visible
+
 
 class MpcError(Exception):
-    """Base of every deliberate failure. ``hint`` says what to do next."""
+    """Base of every deliberate failure. ``hint`` says what to do next. Both are shown escaped."""
 
     exit_code = 1
     title = "error"
+    _keep = ""  # characters a subclass's message may keep: only ManifestError's line breaks
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
+        self.message = visible(message, keep=self._keep)
+        self.hint = visible(hint) if hint is not None else None
+        super().__init__(self.message)
 
     def diagnostics(self) -> str:
         """What failed and, where we know it, what to check next."""
@@ -67,11 +77,13 @@ class ManifestError(MpcError):
 
     exit_code = 3
     title = "invalid manifest"
+    _keep = "\n"
 
     def __init__(self, problems: list[str], *, source: str = "<manifest>") -> None:
         self.problems = list(problems)
         self.source = source
-        lines = "\n".join(f"  - {p}" for p in self.problems)
+        source = visible(source)
+        lines = "\n".join(f"  - {visible(p)}" for p in self.problems)  # a problem quotes the YAML's keys
         count = len(self.problems)
         super().__init__(
             f"{source}: {count} problem{'s' if count != 1 else ''}\n{lines}",
@@ -135,8 +147,34 @@ class EnclaveUnreachable(MpcError):
     title = "enclave unreachable"
 
 
+class UnauthenticatedAnswer(EnclaveUnreachable):
+    """An answer that is not sealed to us and signed by the attested enclave's key.
+
+    Plain JSON or HTML from whatever answered at the enclave's address: the enclave's own HTTP
+    layer before it can authenticate anything, a load balancer, the operator, or an attacker on
+    the path. What it ``claimed`` (a ``code`` and a message) is evidence of nothing; it is
+    quoted, escaped, and never reported as the enclave's refusal.
+    """
+
+    title = "unauthenticated answer"
+
+    def __init__(self, status: int, code: str | None, claimed: str, *, origin: str, hint: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.claimed = claimed
+        said = f"{code}: {claimed}" if code else claimed
+        super().__init__(
+            f"HTTP {status} from {origin}, not from the attested enclave (unauthenticated: anything on the "
+            f"path could have sent it); it says: {said}",
+            hint=hint,
+        )
+
+
 class EnclaveRefused(MpcError):
-    """The enclave answered, and refused the request. ``code`` is its machine-readable reason."""
+    """The attested enclave refused the request, in an answer sealed to us and signed by its key.
+
+    ``code`` is its machine-readable reason, ``reason`` its words (raw; ``message`` escapes them).
+    """
 
     exit_code = 7
     title = "refused by the enclave"

@@ -15,25 +15,37 @@ allow_debug: false            # debug enclaves (PCR0-2 all zero) are refused unl
 ```
 
 A missing file, a file with no measurements, or one with an unknown field is an error: never
-"no check". :func:`from_nitro_cli` turns ``nitro-cli build-enclave`` / ``describe-eif`` JSON
-into a PCR file.
+"no check". Each key is said once and in its one spelling: a duplicate key (YAML would keep the
+last), or a PCR key written any other way than ``pcrN`` (``PCR0``, ``pcr00``, ``"pcr0\n"``), is
+an error naming the key and its line. The YAML is parsed with caps (``oblv_mpc.safe_yaml``: no
+aliases, bounded depth and size). :func:`from_nitro_cli` turns ``nitro-cli build-enclave`` /
+``describe-eif`` JSON into a PCR file, with the same rules for its ``PCRn`` keys.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oblv_mpc import safe_yaml
 from oblv_mpc.attestation.policy import AWS_ROOT, PCR_BYTES, AttestationPolicy, PcrSet, TrustedRoot
 from oblv_mpc.errors import PcrFileError, UsageError
 
 PCR_FILE_VERSION = 1
 MAX_PCR_FILE_BYTES = 256 * 1024
-_PCR_KEY = re.compile(r"^pcr([0-9]|[12][0-9]|3[01])$")
+# Caps on a PCR file's YAML (safe_yaml.py); a real one is a few sets of a few PCRs.
+YAML_LIMITS = safe_yaml.YamlLimits(
+    max_bytes=MAX_PCR_FILE_BYTES,  # UTF-8 bytes
+    max_depth=8,  # nested nodes, root to deepest value (a real file: 4)
+    max_nodes=4_096,  # scalars, sequences and mappings, keys included
+)
+# The one spelling of a PCR index, 0 to 31: fullmatch, no leading zero.
+_PCR_INDEX = re.compile(r"[0-9]|[12][0-9]|3[01]")
+# Anything a reader could take for a PCR key: other case, spaces, leading zeros, any number.
+_PCR_LOOKALIKE = re.compile(r"\s*pcr\s*[-+]?[0-9]+\s*", re.IGNORECASE)
 _TOP = {"version", "description", "measurements", "root", "allow_debug"}
 
 
@@ -52,8 +64,43 @@ def parse_pcr_hex(value: Any, where: str) -> bytes:
     return bytes.fromhex(text)
 
 
+def _at(data: Any, key: Any) -> str:
+    """`` (line N)`` where the parser saw ``key`` in ``data``, if it recorded it."""
+    lines = getattr(data, "key_lines", None)
+    line = lines.get(key) if isinstance(lines, dict) else None
+    return f" (line {line})" if line else ""
+
+
+def pcr_index(key: Any, *, prefix: str, where: str, line: str = "") -> int | None:
+    """The index of a PCR key spelled exactly ``{prefix}N`` (N in 0..31), None if it is no such key.
+
+    A key that looks like a PCR key in any other spelling is refused: two spellings of one PCR
+    would let a file say it twice, and a reader could miss which one counts.
+    """
+    if isinstance(key, str) and key.startswith(prefix) and _PCR_INDEX.fullmatch(key[len(prefix) :]):
+        return int(key[len(prefix) :])
+    if isinstance(key, str) and _PCR_LOOKALIKE.fullmatch(key):
+        digits = re.sub(r"[^0-9-]", "", key).lstrip("0") or "0"
+        number = int(digits) if len(digits) <= 3 else -1
+        if 0 <= number <= 31:
+            raise PcrFileError(
+                f"{where}: PCR key {key!r}{line} must be written {prefix}{number} exactly "
+                "(no other case, spaces or leading zeros)"
+            )
+    return None  # not a PCR key (or a PCR beyond 31): the caller says it is unknown
+
+
 def policy_from_data(data: Any, *, source: str, allow_debug_override: bool = False) -> AttestationPolicy:
-    """Validate parsed PCR-file data into a policy."""
+    """Validate parsed PCR-file data into a policy. Every error names ``source``."""
+    try:
+        return _policy(data, source=source, allow_debug_override=allow_debug_override)
+    except PcrFileError as exc:
+        if exc.message.startswith(f"{source}: "):
+            raise
+        raise PcrFileError(f"{source}: {exc.message}", hint=exc.hint) from None
+
+
+def _policy(data: Any, *, source: str, allow_debug_override: bool) -> AttestationPolicy:
     if not isinstance(data, dict):
         raise PcrFileError(f"{source}: expected a mapping with measurements", hint="see docs/attestation.md")
     unknown = sorted(set(map(str, data)) - _TOP)
@@ -79,10 +126,12 @@ def policy_from_data(data: Any, *, source: str, allow_debug_override: bool = Fal
         for key, value in raw.items():
             if key == "name":
                 continue
-            match = _PCR_KEY.match(str(key))
-            if not match:
-                raise PcrFileError(f"{where}: unknown field {key!r} (expected name and pcrN, N in 0..31)")
-            values[int(match.group(1))] = parse_pcr_hex(value, f"{where}.{key}")
+            index = pcr_index(key, prefix="pcr", where=where, line=_at(raw, key))
+            if index is None:
+                raise PcrFileError(
+                    f"{where}: unknown field {key!r}{_at(raw, key)} (expected name and pcrN, N in 0..31)"
+                )
+            values[index] = parse_pcr_hex(value, f"{where}.{key}")
         accepted.append(PcrSet(values, name=name or f"measurements[{i}]"))
     root = _root(data.get("root", "aws"), source)
     allow_debug = data.get("allow_debug", False)
@@ -123,9 +172,9 @@ def load_pcr_file(path: Path, *, allow_debug_override: bool = False) -> Attestat
     except (OSError, UnicodeDecodeError) as exc:
         raise PcrFileError(f"{path}: cannot read ({type(exc).__name__})") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise PcrFileError(f"{path}: not valid YAML: {exc}") from None
+        data = safe_yaml.load(text, YAML_LIMITS, lines=True)
+    except safe_yaml.UnsafeYaml as exc:
+        raise PcrFileError(f"{path}: {exc}") from None
     return policy_from_data(data, source=str(path), allow_debug_override=allow_debug_override)
 
 
@@ -171,16 +220,30 @@ def to_data(policy: AttestationPolicy, *, description: str = "") -> dict[str, An
 def write_pcr_file(policy: AttestationPolicy, path: Path, *, description: str = "") -> None:
     """Write ``policy`` as a PCR file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(to_data(policy, description=description), sort_keys=False)
+    text = safe_yaml.dump(to_data(policy, description=description), sort_keys=False)
     path.write_text(text, encoding="utf-8")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]], *, source: str) -> dict[str, Any]:
+    """A JSON object, refusing a key said twice (``json`` would keep the last)."""
+    data: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in data:
+            raise PcrFileError(f"{source}: duplicate key {key!r}: say each thing once")
+        data[key] = value
+    return data
 
 
 def from_nitro_cli(text: str, *, source: str = "nitro-cli output", name: str = "") -> AttestationPolicy:
     """Read ``nitro-cli build-enclave`` / ``describe-eif`` / ``describe-enclaves`` JSON."""
+    if len(text) > MAX_PCR_FILE_BYTES:
+        raise PcrFileError(f"{source}: larger than {MAX_PCR_FILE_BYTES} characters")
     try:
-        data = json.loads(text)
+        data = json.loads(text, object_pairs_hook=functools.partial(_unique_keys, source=source))
     except json.JSONDecodeError as exc:
         raise PcrFileError(f"{source}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise PcrFileError(f"{source}: nested too deeply to be nitro-cli's output") from None
     if isinstance(data, list):  # describe-enclaves lists running enclaves
         if len(data) != 1:
             raise PcrFileError(f"{source}: expected one enclave, found {len(data)}", hint="save one enclave's output")
@@ -193,9 +256,12 @@ def from_nitro_cli(text: str, *, source: str = "nitro-cli output", name: str = "
         raise PcrFileError(f"{source}: HashAlgorithm must be SHA-384, found {algorithm!r}")
     values = {}
     for key, value in measurements.items():
-        match = _PCR_KEY.match(key.lower())
-        if match:
-            values[int(match.group(1))] = parse_pcr_hex(value, f"{source}: {key}")
+        index = pcr_index(key, prefix="PCR", where=f"{source}: Measurements")
+        if index is not None:
+            values[index] = parse_pcr_hex(value, f"{source}: {key}")
     eif_name = data.get("EnclaveName") if isinstance(data, dict) else None
     label = name or (str(eif_name) if eif_name else "nitro-cli")
-    return AttestationPolicy(accepted=(PcrSet(values, name=label),), source=source)
+    try:
+        return AttestationPolicy(accepted=(PcrSet(values, name=label),), source=source)
+    except PcrFileError as exc:
+        raise PcrFileError(f"{source}: {exc.message}", hint=exc.hint) from None

@@ -20,7 +20,7 @@ from oblv_mpc.cli import enclave as enclave_cli
 from oblv_mpc.cli import keys as keys_cli
 from oblv_mpc.cli import party as party_cli
 from oblv_mpc.cli import session as session_cli
-from oblv_mpc.cli._console import err
+from oblv_mpc.cli._console import err, plain
 from oblv_mpc.errors import MpcError
 from oblv_mpc.runtime import pin_mmap_threshold
 
@@ -32,7 +32,7 @@ class _ErrorBoundary(TyperGroup):
         try:
             return super().invoke(ctx)
         except MpcError as exc:
-            err.print(exc.diagnostics(), markup=False)
+            err.print(plain(exc.diagnostics(), multiline=True))  # messages quote text from outside
             raise typer.Exit(exc.exit_code) from None
 
 

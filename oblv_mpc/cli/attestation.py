@@ -13,7 +13,7 @@ from rich.table import Table
 from oblv_mpc.attestation import document_time, load_pcr_file, parse, verify, write_pcr_file
 from oblv_mpc.attestation.pcrs import from_nitro_cli
 from oblv_mpc.attestation.verify import CHECK_OF_FAILURE, CHECKS, Check
-from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.errors import AttestationError, PcrFileError, UsageError
 
 attestation_app = typer.Typer(help="Inspect and verify Nitro attestation documents.", no_args_is_help=True)
@@ -63,17 +63,17 @@ def show(
         "nonce": parsed.nonce.hex() if parsed.nonce is not None else None,
         "tagged": parsed.tagged,
     }
-    err.print("[bold yellow]UNVERIFIED[/]: decoded only; run `mpc attestation verify` to check it")
+    err.print(styled("[bold yellow]UNVERIFIED[/]: decoded only; run `mpc attestation verify` to check it"))
     if as_json:
         print_json(fields)
         return
     table = Table(show_header=False, box=None)
-    for key, value in fields.items():
+    for key, value in fields.items():  # module_id and the rest: unverified bytes from outside
         if key == "pcrs":
             for index, pcr in value.items():
-                table.add_row(f"PCR{index}", pcr)
+                table.add_row(f"PCR{index}", plain(pcr))
         else:
-            table.add_row(key, "null" if value is None else str(value))
+            table.add_row(key, plain("null" if value is None else value))
     out.print(table)
 
 
@@ -115,8 +115,8 @@ def verify_command(
     else:
         table = Table(show_header=False, box=None)
         for row in rows:
-            mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[row["ok"]]
-            table.add_row(mark, row["check"], row["detail"])
+            mark = styled({True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[row["ok"]])
+            table.add_row(mark, plain(row["check"]), plain(row["detail"]))
         out.print(table)
     if failure is not None:
         raise failure
@@ -168,14 +168,27 @@ def pcrs_compare(
     published = load_pcr_file(pcr_file)
     for accepted in published.accepted:
         if all(rebuilt.values.get(i) == v for i, v in accepted.values.items()):
-            out.print(f"[green]✓[/] your rebuild matches {accepted.label} in {pcr_file}: PCR0-2 are equal")
+            out.print(
+                styled(
+                    "[green]✓[/] your rebuild matches {label} in {file}: PCR0-2 are equal",
+                    label=accepted.label,
+                    file=pcr_file,
+                )
+            )
             return
     for index in (0, 1, 2):
         wanted = ", ".join(s.values[index].hex()[:16] + "..." for s in published.accepted)
         mark = (
             "[green]✓[/]" if any(s.values[index] == rebuilt.values[index] for s in published.accepted) else "[red]✗[/]"
         )
-        out.print(f"{mark} PCR{index} rebuilt {rebuilt.values[index].hex()[:16]}..., published {wanted}")
+        out.print(
+            styled(
+                mark + " PCR{index} rebuilt {rebuilt}..., published {wanted}",
+                index=index,
+                rebuilt=rebuilt.values[index].hex()[:16],
+                wanted=wanted,
+            )
+        )
     raise PcrFileError(
         f"your rebuild of the image does not measure to any set in {pcr_file}",
         hint="check that you built the same commit with the same Dockerfile.enclave and enclave.lock; "

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from oblv_mpc.cli._console import out
+from oblv_mpc.cli._console import out, styled
 from oblv_mpc.cli.party import preview
 from oblv_mpc.errors import MpcError, UsageError
 
@@ -31,10 +31,10 @@ def demo(
     started = time.perf_counter()
 
     def say(line: str) -> None:
-        out.print(f"[bold cyan]demo[/] {line}", highlight=False)
+        out.print(styled("[bold cyan]demo[/] {line}", line=line))  # lines quote names, refusals, results
 
     def show(party: str, result: Result) -> None:
-        out.print(f"[bold cyan]demo[/] {party} receives [bold]{result.computation}[/]:")
+        out.print(styled("[bold cyan]demo[/] {party} receives [bold]{name}[/]:", party=party, name=result.computation))
         preview(result, limit=10)
 
     outcome = demo_flow.run(parties, rows, keep, say, show)

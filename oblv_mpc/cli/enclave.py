@@ -10,9 +10,9 @@ import typer
 from oblv_mpc import manifest
 from oblv_mpc.attestation import DevelopmentCA, measure, write_pcr_file
 from oblv_mpc.attestation.simulator import default_ca_dir
-from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.cli._console import err, out, print_json, styled, warn
 from oblv_mpc.enclave.attestors import AttestorKind
-from oblv_mpc.errors import EnclaveRefused, EnclaveUnreachable, UsageError
+from oblv_mpc.errors import EnclaveUnreachable, UnauthenticatedAnswer, UsageError
 from oblv_mpc.protocol.hpke import SuiteName
 
 app = typer.Typer(help="The enclave service: measure it, serve it.", no_args_is_help=True)
@@ -98,16 +98,22 @@ def serve(
         measurements = attestor.measurements
         write_pcr_file(attestor.ca.policy(measurements), pcr_out, description="local simulated enclave")
         for index, value in sorted(measurements.as_dict().items()):
-            out.print(f"[bold]PCR{index}[/]          {value.hex()}", soft_wrap=True)
-        out.print(f"[bold]PCR file[/]      {pcr_out} (development root {attestor.ca.root_sha256[:16]}...)")
+            out.print(styled("[bold]PCR{index}[/]          {value}", index=index, value=value.hex()), soft_wrap=True)
+        out.print(
+            styled(
+                "[bold]PCR file[/]      {file} (development root {root}...)",
+                file=pcr_out,
+                root=attestor.ca.root_sha256[:16],
+            )
+        )
         warn("development enclave: simulated NSM, no hardware isolation; for trying mpc on one machine")
     else:
-        out.print("[bold]attestor[/]      the Nitro Secure Module (/dev/nsm); PCRs are the EIF's (nitro-cli)")
+        out.print(styled("[bold]attestor[/]      the Nitro Secure Module (/dev/nsm); PCRs are the EIF's (nitro-cli)"))
     if debug_mode:
         warn("DEBUG MODE: PCR0-2 are all zero; clients refuse this enclave unless they allow debug enclaves")
     if loaded is not None:
-        out.print(f"[bold]session[/]       {loaded.session}")
-        out.print(f"[bold]manifest hash[/] {loaded.hash}")
+        out.print(styled("[bold]session[/]       {session}", session=loaded.session))
+        out.print(styled("[bold]manifest hash[/] {hash}", hash=loaded.hash))
         out.print("each party connects with:")
         for party in loaded.parties:
             command = ["mpc", "connect", "--url", url, "--pcr-file", str(pcr_out.resolve()), "--manifest",
@@ -135,19 +141,31 @@ def provision(
         response = httpx.post(f"{url}/v1/provision", content=manifest_path.read_bytes(), timeout=30)
     except httpx.TransportError as exc:
         raise EnclaveUnreachable(f"no answer from {url}: {type(exc).__name__}") from None
+    # Provisioning is unauthenticated by nature (the enclave has no session yet): its answer is
+    # whatever answered, quoted as such. Parties check the hash in every attestation instead.
+    from oblv_mpc.client import claims
+
     if response.status_code != 200:
-        detail = (
-            response.json().get("detail", {})
-            if response.headers.get("content-type", "").startswith("application/json")
-            else {}
+        code, claimed = claims(response)
+        raise UnauthenticatedAnswer(
+            response.status_code,
+            code,
+            claimed,
+            origin=url,
+            hint="if the enclave refused the manifest, fix what it names and launch it again",
         )
-        raise EnclaveRefused(
-            str(detail.get("code", response.status_code)), str(detail.get("message", response.text[:200]))
-        )
-    answer = response.json()
-    if answer.get("manifest_sha256") != loaded.hash:
-        raise EnclaveRefused(
-            "wrong_manifest", f"the enclave reports manifest {answer.get('manifest_sha256')}, not {loaded.hash}"
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    reported = answer.get("manifest_sha256") if isinstance(answer, dict) else None
+    if reported != loaded.hash:
+        raise UnauthenticatedAnswer(
+            response.status_code,
+            "wrong_manifest",
+            f"the enclave reports manifest {reported!r:.80}, not {loaded.hash}",
+            origin=url,
+            hint="parties will refuse this enclave: its attestation binds another manifest than yours",
         )
     out.print(f"provisioned session {loaded.session}, manifest hash {loaded.hash}")
     err.print("parties verify this hash in every attestation; a different manifest would be refused by them")

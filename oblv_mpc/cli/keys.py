@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from oblv_mpc import keys
-from oblv_mpc.cli._console import err, out, print_json
+from oblv_mpc.cli._console import err, out, plain, print_json
 from oblv_mpc.cli._secrets import load_private_key, new_passphrase
 from oblv_mpc.errors import KeyFileError
 
@@ -81,7 +81,7 @@ def show(
         return
     table = Table(show_header=False, box=None)
     for label, value in info.items():
-        table.add_row(label.replace("_", " "), str(value))
+        table.add_row(label.replace("_", " "), plain(value))
     out.print(table)
 
 

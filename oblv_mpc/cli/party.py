@@ -14,13 +14,12 @@ from typing import Any
 
 import httpx
 import typer
-from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 
 from oblv_mpc import keys, manifest, profile
 from oblv_mpc.attestation.pcrs import choose_policy
-from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.cli._secrets import load_private_key
 from oblv_mpc.cli.attestation import ALLOW_DEBUG_HELP, warn_debug_allowed
 from oblv_mpc.client import Connection, EnclaveClient, Result
@@ -149,14 +148,16 @@ def connect(
     if as_json:
         print_json(summary)
         return
-    out.print("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
+    out.print(
+        styled("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
+    )
     table = Table(show_header=False, box=None)
-    for label, value in summary.items():
+    for label, value in summary.items():  # module_id, the PCR set's name, names: all from outside
         if label == "pcrs":
             for name, pcr in value.items():
-                table.add_row(name.upper(), pcr)
+                table.add_row(name.upper(), plain(pcr))
             continue
-        table.add_row(label.replace("_", " "), ", ".join(value) if isinstance(value, list) else str(value))
+        table.add_row(label.replace("_", " "), plain(", ".join(value) if isinstance(value, list) else value))
     out.print(table)
 
 
@@ -208,13 +209,13 @@ def _run_proxy(client: EnclaveClient, listening: _Listening, origins: list[str])
     from oblv_mpc.proxy import Proxy
 
     me = client.party.name
-    proxy = Proxy(client, lambda line: err.print(line, markup=False, highlight=False), allow_origins=origins)
+    proxy = Proxy(client, lambda line: err.print(plain(line)), allow_origins=origins)  # lines quote what clients sent
     for origin in origins:
         warn(
-            f"--allow-origin {escape(origin)}: scripts on pages from {escape(origin)} can use this proxy, "
-            f"and so act as {escape(me)} (sign, submit, read what {escape(me)} may read)"
+            f"--allow-origin {origin}: scripts on pages from {origin} can use this proxy, "
+            f"and so act as {me} (sign, submit, read what {me} may read)"
         )
-    out.print(f"ready: proxy listening on {listening.where} (party {me})", markup=False)
+    out.print(plain(f"ready: proxy listening on {listening.where} (party {me})"))
     out.file.flush()
     if listening.unix_path is not None:
         err.print(f"reach it with: curl --unix-socket {listening.unix_path} http://localhost/PATH", markup=False)
@@ -251,7 +252,12 @@ def submit(
         raise UsageError(f"{table!r} is not one of your tables in {loaded.session} (yours: {mine})")
     err.print(f"checking {file} against {qualified}'s schema (nothing is sent yet)")
     summary = validate_file(file, declared)
-    err.print(f"[green]✓[/] {summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...")
+    err.print(
+        styled(
+            "[green]✓[/] {summary}",
+            summary=f"{summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...",
+        )
+    )
     with _session(profile_dir) as (client, _):
         assert client.connection is not None
         check_new_instance(
@@ -276,15 +282,22 @@ def submit(
     if as_json:
         print_json(record["receipt"])
         return
-    replaced = " (it replaced your earlier upload)" if receipt.replaced else ""
-    out.print(f"[green]✓[/] {qualified}: {receipt.rows:,} rows accepted{replaced}, SHA-256 {receipt.sha256}")
+    out.print(
+        styled(
+            "[green]✓[/] {table}: {rows} rows accepted{replaced}, SHA-256 {sha256}",
+            table=qualified,
+            rows=f"{receipt.rows:,}",
+            replaced=" (it replaced your earlier upload)" if receipt.replaced else "",
+            sha256=receipt.sha256,
+        )
+    )
     err.print(f"others see only its commitment {receipt.commitment[:16]}...; the receipt keeps the salt to prove it")
     err.print(f"signed receipt saved in {path}")
 
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -302,7 +315,7 @@ def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
         print_json(answer)
         return
     inputs = Table(
-        title=f"inputs of {answer['session']}",
+        title=plain(f"inputs of {answer['session']}"),
         title_justify="left",
         caption="others' inputs show as salted commitments; rows and SHA-256 of your own only",
         caption_justify="left",
@@ -310,22 +323,24 @@ def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
     for heading in ("table", "party", "state", "rows", "SHA-256 (yours)", "commitment"):
         inputs.add_column(heading)
     for name, entry in sorted(answer["inputs"].items()):
-        state = ("[green]submitted[/]" if entry["submitted"] else "[yellow]missing[/]") + (
-            " (frozen)" if entry["frozen"] else ""
+        state = styled(
+            ("[green]submitted[/]" if entry["submitted"] else "[yellow]missing[/]") + "{frozen}",
+            frozen=" (frozen)" if entry["frozen"] else "",
         )
         rows = f"{entry['rows']:,}" if entry.get("rows") is not None else "-"
         sha = (entry.get("sha256") or "-")[:16]
-        inputs.add_row(name, entry["party"], state, rows, sha, (entry.get("commitment") or "-")[:16])
+        commitment = (entry.get("commitment") or "-")[:16]
+        inputs.add_row(plain(name), plain(entry["party"]), state, plain(rows), plain(sha), plain(commitment))
     out.print(inputs)
     computations = Table(title="computations", title_justify="left")
     for heading in ("computation", "state", "waiting for", "readers", "you may read"):
         computations.add_column(heading)
     for name, entry in sorted(answer["computations"].items()):
         computations.add_row(
-            name,
-            entry["state"],
-            ", ".join(entry["missing"]) or "-",
-            ", ".join(entry["readers"]),
+            plain(name),
+            plain(entry["state"]),
+            plain(", ".join(entry["missing"]) or "-"),
+            plain(", ".join(entry["readers"])),
             "yes" if entry["you_may_read"] else "no",
         )
     out.print(computations)
@@ -342,7 +357,14 @@ def compute(
     if as_json:
         print_json(answer)
         return
-    out.print(f"[green]✓[/] {name} ran: {answer['rows']} rows" + _suppressed(answer.get("suppressed_groups")))
+    out.print(
+        styled(
+            "[green]✓[/] {name} ran: {rows} rows{suppressed}",
+            name=name,
+            rows=answer["rows"],
+            suppressed=_suppressed(answer.get("suppressed_groups")),
+        )
+    )
 
 
 def _suppressed(count: int | None) -> str:
@@ -396,19 +418,20 @@ def fetch(
 def preview(result: Result, limit: int = 20) -> None:
     """A result as a table: the first rows, and what the release rules suppressed."""
     table = Table(
-        title=result.computation, title_justify="left", caption="signed by the enclave", caption_justify="left"
+        title=plain(result.computation), title_justify="left", caption="signed by the enclave", caption_justify="left"
     )
-    for column, kind in result.columns:
+    for column, kind in result.columns:  # values and names come from the parties' rows and the enclave
         table.add_column(
-            f"{column}\n[dim]{kind.lower()}[/]", justify="right" if kind in ("DOUBLE", "BIGINT", "HUGEINT") else "left"
+            styled("{column}\n[dim]{kind}[/]", column=column, kind=kind.lower()),
+            justify="right" if kind in ("DOUBLE", "BIGINT", "HUGEINT") else "left",
         )
     for row in result.rows[:limit]:
-        table.add_row(*[_cell(v) for v in row])
+        table.add_row(*[plain(_cell(v)) for v in row])
     out.print(table)
     if len(result.rows) > limit:
-        out.print(f"[dim]... {len(result.rows) - limit:,} more rows (use --out FILE)[/]")
+        out.print(styled("[dim]... {more} more rows (use --out FILE)[/]", more=f"{len(result.rows) - limit:,}"))
     if result.rules.get("min_distinct"):
-        out.print(f"released under the owners' rules{_suppressed(result.suppressed_groups)}")
+        out.print(plain(f"released under the owners' rules{_suppressed(result.suppressed_groups)}"))
 
 
 def _short(value: Any) -> str:
@@ -438,7 +461,7 @@ def transcript(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
         table.add_column(heading)
     for e in events:
         details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(e.data.items()) if v is not None)
-        table.add_row(str(e.seq), e.kind, details, e.hash.hex()[:12])
+        table.add_row(str(e.seq), plain(e.kind), plain(details), e.hash.hex()[:12])
     out.print(table)
 
 

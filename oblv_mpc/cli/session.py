@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from oblv_mpc import keys, manifest
-from oblv_mpc.cli._console import err, out, print_json, warn
+from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.errors import UsageError
 from oblv_mpc.manifest import Computation, Manifest, Role
 from oblv_mpc.manifest.model import Release
@@ -311,34 +311,53 @@ def _render_owner_rules(m: Manifest, c: Computation) -> None:
 
 
 def _render(m: Manifest) -> None:
-    out.print(f"[bold]session[/] {m.session}  [dim]{m.description}[/]")
-    out.print(f"[bold]hash[/]    {m.hash}")
+    """Every string of the manifest is from outside: shown with plain() or styled(), never as markup."""
+    out.print(styled("[bold]session[/] {session}", session=m.session))
+    if m.description:
+        out.print(plain(m.description, multiline=True), style="dim")
+    out.print(styled("[bold]hash[/]    {hash}", hash=m.hash))
     parties = Table(title="parties", title_justify="left")
     for heading in ("party", "key", "fingerprint (SHA-256 of SPKI)", "roles"):
         parties.add_column(heading)
     for p in m.parties.values():
-        parties.add_row(p.name, keys.describe(p.public_key), p.fingerprint, ", ".join(sorted(r.value for r in p.roles)))
+        parties.add_row(
+            plain(p.name),
+            plain(keys.describe(p.public_key)),
+            plain(p.fingerprint),
+            plain(", ".join(sorted(r.value for r in p.roles))),
+        )
     out.print(parties)
     inputs = Table(title="inputs", title_justify="left")
     for heading in ("table", "columns", "key", "max rows", "max bytes"):
         inputs.add_column(heading)
     for t in m.inputs.values():
         columns = ", ".join(f"{c.name} {c.type.value}" for c in t.columns)
-        inputs.add_row(t.qualified, columns, ", ".join(t.key) or "-", f"{t.max_rows:,}", f"{t.max_bytes:,}")
+        inputs.add_row(
+            plain(t.qualified), plain(columns), plain(", ".join(t.key) or "-"), f"{t.max_rows:,}", f"{t.max_bytes:,}"
+        )
     out.print(inputs)
     if m.privacy_budget:
         out.print(
-            f"[bold]privacy budget[/] epsilon {m.privacy_budget['epsilon']:g} for all differentially private releases"
+            styled(
+                "[bold]privacy budget[/] epsilon {epsilon} for all differentially private releases",
+                epsilon=f"{m.privacy_budget['epsilon']:g}",
+            )
         )
     for c in m.computations.values():
-        header = (
-            f"[bold]{c.name}[/] ({c.template or 'sql'})  readers: {', '.join(c.readers)}  inputs: {', '.join(c.inputs)}"
+        out.print(
+            styled(
+                "[bold]{name}[/] ({kind})  readers: {readers}  inputs: {inputs}",
+                name=c.name,
+                kind=c.template or "sql",
+                readers=", ".join(c.readers),
+                inputs=", ".join(c.inputs),
+            )
         )
-        out.print(header)
         if c.description:
-            out.print(Text(c.description, style="dim"))
+            out.print(plain(c.description, multiline=True), style="dim")
         _render_owner_rules(m, c)
         out.print(Text("  enforced on the result:", style="bold"))
         for rule in _describe_rules(c) or ["nothing beyond the readers"]:
-            out.print(Text(f"    - {rule}"))
-        out.print(Panel(Syntax(c.sql, "sql", theme="ansi_dark", word_wrap=True), title="exact SQL", title_align="left"))
+            out.print(plain(f"    - {rule}"))
+        sql = plain(c.sql, multiline=True).plain  # what the hash covers, every hiding character escaped
+        out.print(Panel(Syntax(sql, "sql", theme="ansi_dark", word_wrap=True), title="exact SQL", title_align="left"))

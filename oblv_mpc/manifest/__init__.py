@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from oblv_mpc import safe_yaml
 from oblv_mpc.errors import ManifestError
 from oblv_mpc.manifest._parse import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, MAX_MANIFEST_BYTES, from_data, load_yaml
 from oblv_mpc.manifest.model import (
@@ -77,7 +76,7 @@ def load_document(path: Path) -> dict[str, Any]:
 def dump_document(document: dict[str, Any], path: Path) -> None:
     """Validate ``document`` as a draft, then write it to ``path`` atomically."""
     from_data(document, source=str(path), complete=False)
-    text = yaml.safe_dump(document, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True)
+    text = safe_yaml.dump(document, sort_keys=False, default_flow_style=False, width=100, allow_unicode=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

@@ -108,6 +108,7 @@ def _computation(
     if not isinstance(description, str):
         problems.expected(f"{path}.description", "text", description)
         description = ""
+    _fields.no_hidden(description, f"{path}.description", problems, allow="\n\t")
     template, sql = body.get("template"), body.get("sql")
     if (template is None) == (sql is None):
         problems.add(path, "needs exactly one of template or sql")
@@ -195,7 +196,7 @@ def _generate(
             problems.expected(f"{path}.sql", "a SELECT statement", sql)
             return None
         return templates.Generated({}, sql.strip(), (), usage.Usage(usage.Shape.OPAQUE, []))
-    if template not in templates.TEMPLATES:
+    if not isinstance(template, str) or template not in templates.TEMPLATES:
         problems.expected(f"{path}.template", f"one of {', '.join(templates.TEMPLATES)}", template)
         return None
     params = body.get("params")

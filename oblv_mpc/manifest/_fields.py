@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
 
+from oblv_mpc import terminal_text
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.naming import HELPER_PREFIX
 from oblv_mpc.manifest.sql import CLOCK_KEYWORDS
 
-IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Used with fullmatch: `$` would also match before a trailing newline ("alice\n").
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 # Names that DuckDB or SQL give a meaning of their own; a party or table may not take them.
 RESERVED = {"main", "temp", "system", "information_schema", "pg_catalog", "memory", "select", "from", "where", "table"}
 
 
 def name(value: Any, path: str, problems: Problems, what: str) -> bool:
     """A party, table or computation name: a lowercase identifier, not reserved."""
-    if not isinstance(value, str) or not IDENTIFIER.match(value):
+    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
         problems.expected(path, f"{what}: lowercase letters, digits and _, starting with a letter or _", value)
         return False
     if value in RESERVED:
@@ -28,7 +31,7 @@ def name(value: Any, path: str, problems: Problems, what: str) -> bool:
 
 def column_name(value: Any, path: str, problems: Problems) -> bool:
     """A column name: an identifier that neither the clock keywords nor the enclave's helpers use."""
-    if not isinstance(value, str) or not IDENTIFIER.match(value):
+    if not isinstance(value, str) or not IDENTIFIER.fullmatch(value):
         problems.expected(path, "a column name: lowercase letters, digits and _", value)
         return False
     if value in CLOCK_KEYWORDS or value.startswith(HELPER_PREFIX):
@@ -57,5 +60,20 @@ def positive_int(raw: Mapping[str, Any], key: str, path: str, problems: Problems
 
 
 def number(value: Any) -> bool:
-    """A real number (not a bool, not NaN)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
+    """A finite int or float: not NaN or .inf, and no int too large to become a float (10**400)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def no_hidden(value: str, path: str, problems: Problems, *, allow: str = "") -> bool:
+    """Refuse text holding a character a terminal acts on (ESC, CR, bidi overrides ...): it could
+    show a reviewer something other than what the hash covers (oblv_mpc/terminal_text.py)."""
+    hidden = terminal_text.find_hidden(value, allow=allow)
+    if hidden is None:
+        return True
+    problems.add(path, f"contains {hidden.describe()}, which a terminal acts on instead of showing; remove it")
+    return False

@@ -6,9 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import yaml
-
-from oblv_mpc import keys
+from oblv_mpc import keys, safe_yaml
 from oblv_mpc.errors import KeyFileError, ManifestError
 from oblv_mpc.manifest import _computations, _fields, _protection
 from oblv_mpc.manifest._problems import Problems
@@ -26,40 +24,28 @@ MAX_MANIFEST_BYTES = 1024 * 1024
 DEFAULT_MAX_ROWS = 10_000_000
 DEFAULT_MAX_BYTES = 1024**3
 
-_SESSION_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+# Caps on manifest YAML, checked while it is composed, before any object is built (safe_yaml.py).
+# A real manifest is a few hundred values, 6 levels deep; at the node cap, parsing takes ~0.4 s.
+YAML_LIMITS = safe_yaml.YamlLimits(
+    max_bytes=MAX_MANIFEST_BYTES,  # UTF-8 bytes
+    max_depth=32,  # nested nodes, root to deepest value
+    max_nodes=20_000,  # scalars, sequences and mappings, keys included
+)
+
+# Used with fullmatch: `$` would also match before a trailing newline ("alice\n").
+_SESSION_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 _TOP = {"version", "session", "description", "parties", "inputs", "computations", "privacy_budget"}
 _PARTY = {"public_key", "roles"}
 _INPUT = {"columns", "key", "max_rows", "max_bytes", "protection"}
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """A safe loader that refuses duplicate keys instead of keeping the last one."""
-
-
-def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}: a manifest must say each thing once", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def load_yaml(text: str, *, source: str) -> Any:
-    """Parse YAML text safely, refusing duplicate keys and oversized input."""
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_MANIFEST_BYTES:
-        raise ManifestError([f"larger than {MAX_MANIFEST_BYTES} bytes"], source=source)
+    """Parse manifest YAML within :data:`YAML_LIMITS`: no aliases, anchors, tags or duplicate keys."""
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise ManifestError([f"not valid YAML: {exc}"], source=source) from None
+        return safe_yaml.load(text, YAML_LIMITS)
+    except safe_yaml.UnsafeYaml as exc:
+        raise ManifestError([str(exc)], source=source) from None
 
 
 def _parties(raw: Any, problems: Problems) -> dict[str, Party]:
@@ -180,16 +166,17 @@ def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) ->
     if version != SCHEMA_VERSION:
         problems.expected("version", f"{SCHEMA_VERSION} (this tool's manifest schema)", version)
     session = raw.get("session")
-    if not isinstance(session, str) or not _SESSION_ID.match(session):
+    if not isinstance(session, str) or not _SESSION_ID.fullmatch(session):
         problems.expected("session", "a session id: lowercase letters, digits, - and _, at most 64", session)
         session = ""
     description = raw.get("description", "")
     if not isinstance(description, str):
         problems.expected("description", "text", description)
         description = ""
+    _fields.no_hidden(description, "description", problems, allow="\n\t")
     raw_parties = raw.get("parties")
     parties = _parties(raw_parties, problems)
-    party_names = set(raw_parties) if isinstance(raw_parties, dict) else set()
+    party_names = {p for p in raw_parties if isinstance(p, str)} if isinstance(raw_parties, dict) else set()
     tables = _inputs(raw.get("inputs"), parties, party_names, problems)
     computations = _computations.parse(raw.get("computations"), parties, party_names, tables, problems)
     budget = _computations.budget(raw.get("privacy_budget"), computations, problems)

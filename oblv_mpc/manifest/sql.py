@@ -1,7 +1,8 @@
 """Checking the SQL every party agrees to, with DuckDB's own parser and binder.
 
 A computation's SQL (written in the manifest, or generated from a template) must be a single
-read-only SELECT (CTEs allowed) that reads only the session's declared tables and columns:
+read-only SELECT (CTEs allowed) that reads only the session's declared tables and columns, in
+text a terminal shows as it is (no control or format characters but tab, line feed and CRLF):
 
 1. ``extract_statements`` (DuckDB's parser) must find exactly one statement, of type SELECT;
    COPY, ATTACH, INSTALL/LOAD, PRAGMA, SET, DDL and DML are refused by name.
@@ -30,6 +31,7 @@ from typing import Any
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import InputTable
 from oblv_mpc.manifest.naming import HELPER_PREFIX
+from oblv_mpc.terminal_text import find_hidden
 
 # Functions whose value depends on the environment, the clock or chance: results would not be
 # reproducible, and some read configuration. Table functions are refused as a class.
@@ -207,6 +209,16 @@ def _empty_database(tables: Mapping[str, InputTable]) -> Any:
 
 def check(sql: str, tables: Mapping[str, InputTable], path: str, problems: Problems) -> SqlInfo | None:
     """Check ``sql`` against the declared ``tables``; add each problem found at ``path``."""
+    # 0. Text a terminal acts on (ESC [2K erases a line, a lone CR overwrites it, U+202E reverses
+    #    it) could hide part of the agreed SQL from whoever reviews it; the hash would cover it.
+    hidden = find_hidden(sql, allow="\t\n", allow_crlf=True)
+    if hidden is not None:
+        problems.add(
+            path,
+            f"contains {hidden.describe()}, which a terminal acts on instead of showing, so it could hide part of "
+            "the SQL from whoever reviews it; remove it (tabs, line feeds and CRLF line ends are fine)",
+        )
+        return None
     signature = tuple(sorted((t.qualified, t.columns) for t in tables.values()))
     info, messages = _check_cached(sql, signature, _Tables(tables))
     for message in messages:

@@ -26,7 +26,11 @@ PARTIES = ("alice", "bob", "carol")
 
 
 def session_document(party_keys: dict[str, keys.PrivateKey], parties: tuple[str, ...]) -> dict[str, Any]:
-    """Every built-in template over the parties' tables (employees with id, level, salary)."""
+    """Every built-in template over the parties' tables (employees with id, level, salary).
+
+    Each computation gets its own list: yaml.safe_dump would write a shared one as an anchor and
+    aliases, which manifests refuse.
+    """
     tables = [f"{p}.employees" for p in parties]
     return {
         "version": 1,
@@ -54,16 +58,16 @@ def session_document(party_keys: dict[str, keys.PrivateKey], parties: tuple[str,
             for t in tables
         },
         "computations": {
-            "common": {"template": "psi", "params": {"inputs": tables, "column": "id"}, "readers": [parties[0]]},
+            "common": {"template": "psi", "params": {"inputs": [*tables], "column": "id"}, "readers": [parties[0]]},
             "common_count": {
                 "template": "psi_cardinality",
-                "params": {"inputs": tables, "column": "id"},
+                "params": {"inputs": [*tables], "column": "id"},
                 "readers": list(parties),
             },
             "by_level": {
                 "template": "aggregate",
                 "params": {
-                    "inputs": tables,
+                    "inputs": [*tables],
                     "group_by": ["level"],
                     "aggregates": {"avg_salary": {"avg": "salary"}, "top": {"max": "salary"}},
                 },

@@ -11,12 +11,15 @@ import time
 
 import httpx
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
+from oblv_mpc import keys
 from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
 from oblv_mpc.enclave import EnclaveSettings, create_app
 from oblv_mpc.enclave.server import ServerThread
 from oblv_mpc.limits import KiB, Limits
+from tests.conftest import salary_document
 
 
 def _slow_yaml(size: int) -> bytes:
@@ -25,12 +28,23 @@ def _slow_yaml(size: int) -> bytes:
     return ("version: 1\nitems:\n" + "".join(f"  - [{i}, {i + 1}, {i + 2}]\n" for i in range(rows))).encode()
 
 
+def _slow_manifest(party_keys: dict[str, keys.PrivateKey], computations: int) -> bytes:
+    """A valid manifest within every YAML cap whose check takes seconds: each SQL is bound by DuckDB."""
+    document = salary_document(party_keys)
+    for i in range(computations):
+        document["computations"][f"c{i}"] = {
+            "sql": f"SELECT level, count(*) AS n{i} FROM alice.employees GROUP BY level",
+            "readers": ["alice"],
+        }
+    return yaml.safe_dump(document).encode()
+
+
 @pytest.mark.slow
 def test_other_routes_keep_answering_while_a_slow_provision_is_checked(
-    dev_ca: DevelopmentCA, measurements: Measurements
+    dev_ca: DevelopmentCA, measurements: Measurements, party_keys: dict[str, keys.PrivateKey]
 ) -> None:
     app = create_app(None, SimulatedNsm(dev_ca, measurements))
-    body = _slow_yaml(700 * KiB)
+    body = _slow_manifest(party_keys, 250)
     with ServerThread(app) as server:
         provisioned: list[httpx.Response] = []
         attacker = threading.Thread(
@@ -48,7 +62,7 @@ def test_other_routes_keep_answering_while_a_slow_provision_is_checked(
         "/v1/info answered only after the manifest check ended (it waited behind it, or the check was too quick)"
     )
     assert waited < 2, f"/v1/info waited {waited:.1f} s behind the manifest check"
-    assert provisioned[0].status_code == 422 and provisioned[0].json()["detail"]["code"] == "invalid_manifest"
+    assert provisioned[0].status_code == 200, provisioned[0].text
 
 
 def test_a_manifest_past_the_limit_is_refused_before_it_is_read(

