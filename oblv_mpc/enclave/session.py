@@ -161,7 +161,7 @@ class Session:
         chunk of an upload at a time); without it, check the CSV (the slow part, which touches
         no shared state: other parties' requests go on meanwhile); under it again, record the
         progress or commit the table, after checking that the upload was not discarded
-        (superseded, out of order, idle) and the table not frozen in the meantime.
+        (superseded, or another chunk sent out of turn) and the table not frozen meanwhile.
         """
         if not isinstance(body, dict):
             raise EnclaveRefused("bad_request", "upload body must be a map")
