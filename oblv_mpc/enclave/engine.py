@@ -85,8 +85,12 @@ class Engine:
             self.connection.execute(f"CREATE SCHEMA {quote(party)}")
 
     def ingest(self, table: InputTable) -> CsvIngest:
-        """A streaming checker that keeps the typed data of one upload."""
-        return CsvIngest(table, self.connection, keep=True)
+        """A streaming checker that keeps the typed data of one upload.
+
+        It never touches this engine's connection (its key check has a DuckDB of its own), so it
+        can run outside the session lock; only :meth:`commit` does, under that lock.
+        """
+        return CsvIngest(table, keep=True)
 
     def commit(self, table: InputTable, ingest: CsvIngest) -> None:
         """Make a completed upload the party's table (replacing an earlier upload)."""

@@ -1,7 +1,8 @@
 """The session state machine: inputs, uploads in progress, computations, results, transcript.
 
 All state is in memory. Operations are serialized by one lock (DuckDB and the state change
-together). Every method takes an authenticated party name (the envelope's signature was
+together); only the CSV check of an upload chunk runs outside it (see :meth:`Session.upload`).
+Every method takes an authenticated party name (the envelope's signature was
 checked before) and raises :class:`EnclaveRefused`, :class:`InputDataError` or
 :class:`NotReady` to refuse; nothing from a refused upload is kept.
 
@@ -45,6 +46,10 @@ class _Upload:
     ingest: CsvIngest
     next_index: int
     last_ms: int
+    # A chunk of it is being checked outside the session lock: this upload's own lock, taken
+    # and given back only under the session lock, so taking it never waits.
+    checking: bool = False
+    discarded: str | None = None  # why it was aborted, for a chunk that was being checked
 
 
 @dataclass(frozen=True)
@@ -150,17 +155,25 @@ class Session:
     def _purge_idle_uploads(self, now_ms: int) -> None:
         limit = self.settings.upload_idle_timeout_s * 1000
         for upload in list(self._uploads.values()):
-            if now_ms - upload.last_ms > limit:
+            if now_ms - upload.last_ms > limit and not upload.checking:  # a chunk being checked is activity
                 self._abort(upload, "idle")
 
     def _abort(self, upload: _Upload, reason: str) -> None:
         self._uploads.pop(upload.upload_id, None)  # its data goes with it
+        upload.discarded = reason  # a chunk being checked sees this before it commits anything
         self._record("upload_aborted", {"party": upload.party, "table": upload.table.qualified, "reason": reason})
 
     # -- operations --------------------------------------------------------------------------
 
     def upload(self, party: str, body: Any) -> dict[str, Any]:
-        """Take one chunk of an upload; the final chunk commits the table and yields a receipt."""
+        """Take one chunk of an upload; the final chunk commits the table and yields a receipt.
+
+        Three steps: under the session lock, check the chunk's place and claim its upload (one
+        chunk of an upload at a time); without it, check the CSV (the slow part, which touches
+        no shared state: other parties' requests go on meanwhile); under it again, record the
+        progress or commit the table, after checking that the upload was not discarded
+        (superseded, or another chunk sent out of turn) and the table not frozen meanwhile.
+        """
         if not isinstance(body, dict):
             raise EnclaveRefused("bad_request", "upload body must be a map")
         upload_id, table_name, index = body.get("upload"), body.get("table"), body.get("index")
@@ -178,51 +191,31 @@ class Session:
         if len(data) > self.settings.max_chunk_bytes:
             raise EnclaveRefused("too_large", f"chunk of {len(data)} bytes exceeds {self.settings.max_chunk_bytes}")
         with self._lock:
-            now = self.now_ms()
-            self._purge_idle_uploads(now)
-            table = self.manifest.inputs.get(table_name)
-            if table is None:
-                raise EnclaveRefused("unknown_table", f"{table_name!r} is not an input of this session")
-            if table.party != party or not self.manifest.parties[party].has(Role.CONTRIBUTOR):
-                raise EnclaveRefused(
-                    "forbidden", f"party {party!r} may not upload {table_name} (it is {table.party}'s)"
-                )
-            if table_name in self.frozen:
-                raise EnclaveRefused("frozen", f"{table_name} is frozen: a computation has already used it")
-            upload = self._uploads.get(upload_id)
-            if index == 0:
-                if upload is not None or upload_id in self._used_upload_ids:
-                    if upload is not None:
-                        self._abort(upload, "first chunk repeated")
-                    raise EnclaveRefused(
-                        "upload_sequence", "chunk 0 repeated: upload id already used; upload discarded"
-                    )
-                for other in [u for u in self._uploads.values() if u.table.qualified == table_name]:
-                    self._abort(other, "superseded by a new upload")
-                self._used_upload_ids.add(upload_id)
-                upload = _Upload(party, table, upload_id, self.engine.ingest(table), 0, now)
-                self._uploads[upload_id] = upload
-            elif upload is None:
-                raise EnclaveRefused("upload_sequence", f"chunk {index} of an upload that is not in progress")
-            if upload.party != party or upload.table.qualified != table_name:
-                raise EnclaveRefused("upload_sequence", "chunk does not belong to this upload")
-            if index != upload.next_index:
-                self._abort(upload, f"chunk {index} arrived, expected {upload.next_index}")
+            upload = self._claim(party, table_name, upload_id, index)
+        try:
+            upload.ingest.feed(data)
+            summary = upload.ingest.finish() if final else None
+        except BaseException as exc:
+            with self._lock:
+                upload.checking = False
+                if upload.discarded is None:
+                    self._abort(upload, "invalid data" if isinstance(exc, InputDataError) else "not processed")
+            raise
+        with self._lock:
+            upload.checking = False
+            if upload.discarded is not None:
                 raise EnclaveRefused(
                     "upload_sequence",
-                    f"chunk {index} arrived, expected {upload.next_index}: a chunk was dropped, repeated or "
-                    "reordered; the upload is discarded",
+                    f"the upload was discarded ({upload.discarded}) while chunk {index} was being checked; "
+                    "nothing of it is kept",
                 )
-            try:
-                upload.ingest.feed(data)
-                upload.next_index += 1
-                upload.last_ms = now
-                if not final:
-                    return {"received": index}
-                summary = upload.ingest.finish()
-            except InputDataError:
-                self._abort(upload, "invalid data")
-                raise
+            upload.next_index += 1
+            upload.last_ms = self.now_ms()
+            if summary is None:
+                return {"received": index}
+            if table_name in self.frozen:
+                self._abort(upload, "frozen")
+                raise EnclaveRefused("frozen", f"{table_name} is frozen: a computation has already used it")
             claimed_sha256, claimed_bytes = body.get("sha256"), body.get("bytes")
             if claimed_sha256 != summary.sha256 or claimed_bytes != summary.size:
                 self._abort(upload, "content does not match the client's digest")
@@ -230,7 +223,9 @@ class Session:
                     "upload_sequence", "the data received does not match the digest the client sent; upload discarded"
                 )
             self._uploads.pop(upload_id, None)
+            table = upload.table
             self.engine.commit(table, upload.ingest)
+            now = self.now_ms()
             salt = os.urandom(SALT_BYTES)
             commitment = commit(
                 session=self.manifest.session,
@@ -260,6 +255,50 @@ class Session:
                 replaced=replaced,
             )
             return {"receipt": receipt}
+
+    def _claim(self, party: str, table_name: str, upload_id: bytes, index: int) -> _Upload:
+        """Check a chunk's place in its upload and mark the upload as being checked (lock held)."""
+        now = self.now_ms()
+        self._purge_idle_uploads(now)
+        table = self.manifest.inputs.get(table_name)
+        if table is None:
+            raise EnclaveRefused("unknown_table", f"{table_name!r} is not an input of this session")
+        if table.party != party or not self.manifest.parties[party].has(Role.CONTRIBUTOR):
+            raise EnclaveRefused("forbidden", f"party {party!r} may not upload {table_name} (it is {table.party}'s)")
+        if table_name in self.frozen:
+            raise EnclaveRefused("frozen", f"{table_name} is frozen: a computation has already used it")
+        upload = self._uploads.get(upload_id)
+        if index == 0:
+            if upload is not None or upload_id in self._used_upload_ids:
+                if upload is not None:
+                    self._abort(upload, "first chunk repeated")
+                raise EnclaveRefused("upload_sequence", "chunk 0 repeated: upload id already used; upload discarded")
+            for other in [u for u in self._uploads.values() if u.table.qualified == table_name]:
+                self._abort(other, "superseded by a new upload")
+            self._used_upload_ids.add(upload_id)
+            upload = _Upload(party, table, upload_id, self.engine.ingest(table), 0, now)
+            self._uploads[upload_id] = upload
+        elif upload is None:
+            raise EnclaveRefused("upload_sequence", f"chunk {index} of an upload that is not in progress")
+        if upload.party != party or upload.table.qualified != table_name:
+            raise EnclaveRefused("upload_sequence", "chunk does not belong to this upload")
+        if upload.checking:
+            self._abort(upload, f"chunk {index} arrived while chunk {upload.next_index} was being checked")
+            raise EnclaveRefused(
+                "upload_sequence",
+                f"chunk {index} arrived while chunk {upload.next_index} was still being checked: send each chunk "
+                "after the answer to the one before; the upload is discarded",
+            )
+        if index != upload.next_index:
+            self._abort(upload, f"chunk {index} arrived, expected {upload.next_index}")
+            raise EnclaveRefused(
+                "upload_sequence",
+                f"chunk {index} arrived, expected {upload.next_index}: a chunk was dropped, repeated or "
+                "reordered; the upload is discarded",
+            )
+        upload.checking = True
+        upload.last_ms = now
+        return upload
 
     def _missing(self, name: str) -> list[str]:
         return [t for t in self.manifest.computations[name].inputs if t not in self.inputs]
