@@ -502,7 +502,7 @@ def test_an_alias_bomb_sent_to_provision_is_refused_fast(dev_ca: DevelopmentCA, 
     http = TestClient(create_app(None, SimulatedNsm(dev_ca, measurements)))
     started = time.perf_counter()
     response = http.post("/v1/provision", content=billion_laughs().encode())
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 5  # before the caps: 12 s and 1.8 GiB; now milliseconds
     assert response.status_code == 422
     assert "an anchor (&laugh0) is not allowed" in response.json()["detail"]["message"]
     assert http.get("/v1/info").status_code == 503  # still waiting for a real manifest
