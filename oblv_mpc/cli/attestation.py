@@ -186,5 +186,6 @@ def pcrs_compare(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``mpc attestation ...`` and ``mpc pcrs ...`` to ``app``."""
     app.add_typer(attestation_app, name="attestation")
     app.add_typer(pcrs_app, name="pcrs")

@@ -263,5 +263,6 @@ def transcript(profile_dir: Path = PROFILE, as_json: bool = JSON) -> None:
 
 
 def register(app: typer.Typer) -> None:
+    """Add the commands of a connected party to ``app``."""
     for command in (submit, status, compute, fetch, transcript):
         app.command(command.__name__)(command)

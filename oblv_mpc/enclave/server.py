@@ -55,6 +55,7 @@ def listen_vsock(port: int) -> socket.socket:
 
 
 def url_of(sock: socket.socket) -> str:
+    """How to reach a listening socket: ``http://host:port`` or ``vsock://cid:port``."""
     if sock.family == getattr(socket, "AF_VSOCK", None):
         cid, port = sock.getsockname()[:2]
         return f"vsock://{cid}:{port}"

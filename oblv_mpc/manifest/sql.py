@@ -160,17 +160,21 @@ class Renderer:
         self._connection = _empty_database(tables)
 
     def serialize(self, sql: str) -> str:
+        """DuckDB's JSON parse tree of ``sql``."""
         row = self._connection.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         return str(row[0]) if row else "{}"
 
     def deserialize(self, tree: str) -> str:
+        """The SQL text of a JSON parse tree."""
         row = self._connection.execute("SELECT json_deserialize_sql(?::JSON)", [tree]).fetchone()
         return str(row[0]) if row else ""
 
     def describe(self, sql: str) -> tuple[tuple[str, str], ...]:
+        """The result columns of ``sql``: name and DuckDB type, in order."""
         return tuple((str(r[0]), str(r[1])) for r in self._connection.execute(f"DESCRIBE {sql}").fetchall())
 
     def close(self) -> None:
+        """Close the empty database."""
         self._connection.close()
 
 
