@@ -44,4 +44,5 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``mpc demo`` to ``app``."""
     app.command("demo")(demo)
