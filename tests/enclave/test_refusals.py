@@ -34,7 +34,7 @@ from tests.enclave.conftest import World, session_document
 def _nothing_stored(world: World) -> None:
     status = world.client("carol").status()
     assert not any(entry["submitted"] for entry in status["inputs"].values()), status["inputs"]
-    assert not world.app.state.enclave.session._uploads
+    assert world.app.state.enclave.session.uploads_in_progress() == 0
 
 
 def _post(world: World, op: str, envelope: bytes) -> httpx.Response:
@@ -100,8 +100,8 @@ def test_replayed_upload_chunk_stores_nothing_more(world: World) -> None:
     replay = _post(world, "upload", envelope)
     with pytest.raises(EnclaveRefused, match="replay"):
         open_response(connection.context, reply, "upload", request_id, replay.content, connection.signing_key)
-    _nothing_stored_but_open = world.app.state.enclave.session.inputs
-    assert not _nothing_stored_but_open
+    assert not world.client("carol").status()["inputs"]["alice.employees"]["submitted"]
+    assert world.app.state.enclave.session.uploads_in_progress() == 1  # the first chunk's, and no other
 
 
 def test_stale_request_is_refused(world: World) -> None:
@@ -332,7 +332,7 @@ def test_frozen_inputs_cannot_be_replaced(world: World) -> None:
 
 
 def test_oversized_request_is_refused_before_reading(world: World) -> None:
-    limit = world.app.state.enclave.settings.max_envelope_bytes
+    limit = world.app.state.enclave.limits.max_envelope_bytes
     response = world.http.post(
         "/v1/upload", content=b"x" * (limit + 1), headers={"content-type": "application/octet-stream"}
     )
@@ -506,3 +506,13 @@ def test_an_alias_bomb_sent_to_provision_is_refused_fast(dev_ca: DevelopmentCA, 
     assert response.status_code == 422
     assert "an anchor (&laugh0) is not allowed" in response.json()["detail"]["message"]
     assert http.get("/v1/info").status_code == 503  # still waiting for a real manifest
+
+
+def test_a_malformed_chunk_is_refused_by_name_recorded_and_starts_nothing(world: World) -> None:
+    body = {"upload": os.urandom(16), "table": "alice.employees", "index": "0", "final": True, "data": b"id\n"}
+    with pytest.raises(EnclaveRefused) as info:
+        world.clients["alice"]._call("upload", body)
+    assert info.value.code == "bad_request" and "'index' must be a whole number" in info.value.reason
+    _nothing_stored(world)
+    refusals = [e.data for e in world.clients["bob"].transcript() if e.kind == "refusal"]
+    assert refusals == [{"party": "alice", "op": "upload", "code": "bad_request"}]  # the code, never the body

@@ -143,7 +143,7 @@ def test_an_open_quote_before_8_mib_of_line_breaks_is_refused_in_linear_time(big
     assert isinstance(refused, InputDataError) and "line 2: a quoted field is never closed" in refused.message
     assert seconds < 2, f"8 MiB took {seconds:.2f}s"
     assert not _submitted(big)["alice.employees"]["submitted"]
-    assert not big.app.state.enclave.session._uploads
+    assert big.app.state.enclave.session.uploads_in_progress() == 0
 
 
 def test_the_same_line_breaks_closed_by_a_quote_are_one_value_accepted_in_linear_time(big: World) -> None:
@@ -219,7 +219,7 @@ def test_a_chunk_sent_while_the_previous_one_is_checked_discards_the_upload(
     assert "discarded (chunk 1 arrived while chunk 0 was being checked)" in late.reason
     with pytest.raises(EnclaveRefused, match="not in progress"):
         _chunk(alice, upload_id, 1, data[100:], whole=data)
-    assert not world.app.state.enclave.session._uploads
+    assert world.app.state.enclave.session.uploads_in_progress() == 0
     assert not _submitted(world)["alice.employees"]["submitted"]
 
 
@@ -259,7 +259,7 @@ def test_a_table_frozen_while_its_last_chunk_is_checked_is_not_replaced(
     assert isinstance(late, EnclaveRefused) and late.code == "frozen"
     entry = _submitted(world)["alice.employees"]
     assert entry["frozen"] and entry["sha256"] == first["alice"].sha256
-    assert not world.app.state.enclave.session._uploads
+    assert world.app.state.enclave.session.uploads_in_progress() == 0
 
 
 def test_an_upload_whose_chunk_is_being_checked_is_not_idle(
