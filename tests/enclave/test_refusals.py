@@ -15,10 +15,9 @@ from fastapi.testclient import TestClient
 
 from oblv_mpc import keys, manifest
 from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
-from oblv_mpc.client import KEY_HEADER, QUOTED_CHARS, EnclaveClient
+from oblv_mpc.client import QUOTED_CHARS, EnclaveClient
 from oblv_mpc.enclave import EnclaveService
 from oblv_mpc.errors import (
-    AttestationError,
     EnclaveRefused,
     EnclaveUnreachable,
     InputDataError,
@@ -27,8 +26,9 @@ from oblv_mpc.errors import (
     ProtocolError,
     UnauthenticatedAnswer,
 )
-from oblv_mpc.protocol.envelope import open_response, seal_request
+from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, open_response, seal_request
 from tests.enclave.conftest import World, session_document
+from tests.raw_bodies import Raw
 
 
 def _nothing_stored(world: World) -> None:
@@ -152,7 +152,7 @@ class _ChunkDriver:
 
             body["sha256"] = claim or hashlib.sha256(self.data).hexdigest()
             body["bytes"] = len(self.data)
-        return self.client._call("upload", body)
+        return self.client.call(Raw("upload", body))
 
 
 @pytest.mark.parametrize(
@@ -274,7 +274,6 @@ def test_enclave_restarted_between_attest_and_upload(
     # a fresh connect works, against an empty session
     alice.connect()
     assert not any(e["submitted"] for e in alice.status()["inputs"].values())
-    assert KEY_HEADER
 
 
 def test_unreachable_enclave(world: World) -> None:
@@ -362,9 +361,7 @@ def test_a_forged_response_is_refused(world: World) -> None:
 
     from oblv_mpc.protocol import hpke as hpke_mod
 
-    envelope, reply, request_id = seal_request(
-        connection.context, "status", "alice", world.keys["alice"], None, time_ms=_now_ms()
-    )
+    _, reply, request_id = seal_request(connection.context, "status", "alice", world.keys["alice"], None, time_ms=0)
     payload = cbor2.dumps({"v": 1, "op": "status", "id": request_id, "ok": True, "body": {}}, canonical=True)
     fake = cbor2.dumps([payload, keys.sign(forged_key(), b"oblv_mpc/1 response\x00" + payload)])
     sealed = hpke_mod.seal(
@@ -375,8 +372,6 @@ def test_a_forged_response_is_refused(world: World) -> None:
     )
     with pytest.raises(ProtocolError, match="not signed by the attested enclave"):
         open_response(connection.context, reply, "status", request_id, sealed, connection.signing_key)
-    assert envelope
-    assert issubclass(PolicyError, AttestationError)
 
 
 def test_requests_from_no_party_are_counted_not_recorded(world: World) -> None:
@@ -392,6 +387,9 @@ def test_requests_from_no_party_are_counted_not_recorded(world: World) -> None:
 # -- whose words: a refusal sealed and signed by the enclave, or anything else on the path ---------
 
 
+_FORWARDED = ("content-type", ENCLAVE_KEY_HEADER.lower())
+
+
 def _forger(world: World, forge: Callable[[httpx.Request], httpx.Response | None]) -> httpx.Client:
     """A client whose requests pass something on the path (a load balancer, the operator, an
     attacker) that answers some of them itself and forwards the rest to the real enclave app."""
@@ -405,7 +403,7 @@ def _forger(world: World, forge: Callable[[httpx.Request], httpx.Response | None
             request.url.path,
             params=request.url.params,
             content=request.content,
-            headers={k: v for k, v in request.headers.items() if k.lower() in ("content-type", KEY_HEADER.lower())},
+            headers={k: v for k, v in request.headers.items() if k.lower() in _FORWARDED},
         )
         return httpx.Response(
             real.status_code, headers={"content-type": real.headers["content-type"]}, content=real.content
@@ -511,7 +509,7 @@ def test_an_alias_bomb_sent_to_provision_is_refused_fast(dev_ca: DevelopmentCA, 
 def test_a_malformed_chunk_is_refused_by_name_recorded_and_starts_nothing(world: World) -> None:
     body = {"upload": os.urandom(16), "table": "alice.employees", "index": "0", "final": True, "data": b"id\n"}
     with pytest.raises(EnclaveRefused) as info:
-        world.clients["alice"]._call("upload", body)
+        world.clients["alice"].call(Raw("upload", body))
     assert info.value.code == "bad_request" and "'index' must be a whole number" in info.value.reason
     _nothing_stored(world)
     refusals = [e.data for e in world.clients["bob"].transcript() if e.kind == "refusal"]

@@ -24,6 +24,7 @@ from oblv_mpc.errors import EnclaveRefused, InputDataError
 from oblv_mpc.limits import Limits
 from oblv_mpc.tables import CsvIngest, validate_file
 from tests.enclave.conftest import PARTIES, World, make_world, serve, session_document
+from tests.raw_bodies import Raw
 
 MiB = 1024 * 1024
 HEADER = b"id,level,salary\n"
@@ -123,7 +124,7 @@ def _chunk(client: EnclaveClient, upload_id: bytes, index: int, data: bytes, who
     body |= {"final": whole is not None, "data": data}
     if whole is not None:
         body |= {"sha256": hashlib.sha256(whole).hexdigest(), "bytes": len(whole)}
-    return client._call("upload", body)
+    return client.call(Raw("upload", body))
 
 
 def _submitted(world: World, party: str = "alice") -> dict[str, Any]:
