@@ -20,11 +20,10 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as dt
-import hashlib
 import os
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -35,10 +34,8 @@ from oblv_mpc.attestation import AttestationPolicy, VerifiedAttestation, verify
 from oblv_mpc.errors import (
     EnclaveRefused,
     EnclaveUnreachable,
-    InputDataError,
     KeyFileError,
     MpcError,
-    NotReady,
     PolicyError,
     ProtocolError,
     UnauthenticatedAnswer,
@@ -46,24 +43,37 @@ from oblv_mpc.errors import (
 )
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import Manifest
+from oblv_mpc.protocol.answers import (
+    ComputeAnswer,
+    ReceiptAnswer,
+    Received,
+    ResultAnswer,
+    StatusAnswer,
+    TranscriptAnswer,
+)
 from oblv_mpc.protocol.binding import EnclaveBinding, sha256
-from oblv_mpc.protocol.commitment import commit
 from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, Context, open_response, seal_request, verify_statement
 from oblv_mpc.protocol.hpke import KeyPair, SuiteName
+from oblv_mpc.protocol.messages import (
+    STREAM_ID_BYTES,
+    ComputeRequest,
+    Digest,
+    Frame,
+    Outgoing,
+    ResultRequest,
+    StatusRequest,
+    TranscriptRequest,
+    UploadChunk,
+)
+from oblv_mpc.protocol.refusals import plain_hint, sealed_error
 from oblv_mpc.protocol.transcript import Event, verify_chain
+from oblv_mpc.statements import Receipt, Result, read_receipt, read_result
+from oblv_mpc.streaming import Sent, ahead, frames
 
-KEY_HEADER = ENCLAVE_KEY_HEADER
+__all__ = ["Connection", "EnclaveClient", "Receipt", "Result", "Sent", "claims"]
+
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
 QUOTED_CHARS = 300  # how much of an unauthenticated answer an error quotes
-_UNAUTHENTICATED_HINTS = {
-    "cannot_open": "the enclave could not open the request, or something claims so; the client re-attests before "
-    "its next request (mpc connect does it now)",
-    "unknown_party": "check that your key is the one the manifest lists for you",
-    "bad_signature": "check that your key is the one the manifest lists for you",
-    "wrong_binding": "check that you hold the manifest the enclave runs (mpc connect re-checks it)",
-    "not_provisioned": "if the enclave really waits for its manifest, the operator provisions it "
-    "(mpc enclave provision)",
-}
 _DEFAULT_HINT = (
     "only an answer sealed to you and signed by the attested enclave is the enclave's; check the URL, and whether "
     "something between you and the enclave (a proxy, a load balancer) answers in its place"
@@ -88,37 +98,8 @@ class Connection:
 
     @property
     def key_id(self) -> str:
+        """SHA-256 of the enclave's HPKE public key, hex."""
         return self.context.enclave_sha256.hex()
-
-
-@dataclass(frozen=True)
-class Receipt:
-    """The enclave's signed acknowledgement of an upload."""
-
-    party: str
-    table: str
-    rows: int
-    size: int
-    sha256: str
-    statement: dict[str, Any]
-    signed: dict[str, bytes]
-    commitment: str = ""  # what the other parties see of this input
-    salt: str = ""  # reveal it with the SHA-256 to prove what was used (oblv_mpc.protocol.commitment)
-    replaced: bool = False  # this upload replaced an earlier one of the same table
-
-
-@dataclass(frozen=True)
-class Result:
-    """A computation's result, with the enclave's signature over it."""
-
-    computation: str
-    columns: list[tuple[str, str]]
-    rows: list[list[Any]]
-    suppressed_groups: int | None  # None: the owners' rules do not let the result say
-    rules: dict[str, Any]
-    inputs: dict[str, str]
-    statement: dict[str, Any]
-    signed: dict[str, bytes]
 
 
 @dataclass(frozen=True)
@@ -127,19 +108,6 @@ class _Sealed:
     envelope: bytes
     reply: KeyPair
     request_id: bytes
-
-
-def _ahead(items: Iterator[_Sealed]) -> Iterator[_Sealed]:
-    """Produce the next item in a worker thread while the caller uses the current one.
-
-    Sealing a chunk (reading, hashing, signing, encrypting) then overlaps with sending the
-    previous one and the enclave's work on it. At most one item waits, so memory stays flat.
-    """
-    with ThreadPoolExecutor(max_workers=1) as worker:
-        pending = worker.submit(next, items, None)
-        while (item := pending.result()) is not None:
-            pending = worker.submit(next, items, None)
-            yield item
 
 
 def claims(response: httpx.Response) -> tuple[str | None, str]:
@@ -222,7 +190,7 @@ class EnclaveClient:
             code,
             claimed,
             origin=str(self.http.base_url),
-            hint=hint or _UNAUTHENTICATED_HINTS.get(code or "", _DEFAULT_HINT),
+            hint=hint or plain_hint(code) or _DEFAULT_HINT,
         )
 
     def _check_restart_claim(self, old: Connection, response: httpx.Response) -> MpcError:
@@ -293,16 +261,18 @@ class EnclaveClient:
 
     # -- sealed calls ------------------------------------------------------------------------
 
-    def _seal(self, op: str, body: Any) -> _Sealed:
+    def _seal(self, message: Outgoing) -> _Sealed:
         connection = self.connection or self.connect()
         time_ms = int(self.clock().timestamp() * 1000)
         envelope, reply, request_id = seal_request(
-            connection.context, op, self.party.name, self._identity, body, time_ms=time_ms
+            connection.context, message.op, self.party.name, self._identity, message.to_cbor(), time_ms=time_ms
         )
-        return _Sealed(op, envelope, reply, request_id)
+        return _Sealed(message.op, envelope, reply, request_id)
 
-    def _call(self, op: str, body: Any) -> Any:
-        return self._send(self._seal(op, body))
+    def call(self, message: Outgoing) -> Any:
+        """Send one request, sealed and signed; the enclave's answer, opened and verified, as plain
+        data (its class in :mod:`oblv_mpc.protocol.answers` reads it). Raises the enclave's refusal."""
+        return self._send(self._seal(message))
 
     def _send(self, sealed: _Sealed) -> Any:
         connection = self.connection
@@ -312,7 +282,7 @@ class EnclaveClient:
             "POST",
             f"/v1/{op}",
             content=envelope,
-            headers={"content-type": "application/octet-stream", KEY_HEADER: connection.key_id},
+            headers={"content-type": "application/octet-stream", ENCLAVE_KEY_HEADER: connection.key_id},
         )
         if response.status_code != 200:
             answer = self._unauthenticated(response)
@@ -327,11 +297,35 @@ class EnclaveClient:
                 connection.context, reply, op, request_id, response.content, connection.signing_key, limits=self.limits
             )
         except EnclaveRefused as exc:
-            if exc.code == "not_ready":
-                raise NotReady(exc.reason, hint="try again once every input is in") from None
-            if exc.code == "input_invalid":
-                raise InputDataError(exc.reason, hint="fix the file and submit it again; nothing was kept") from None
-            raise
+            raise sealed_error(exc.code, exc.reason) from None
+
+    def send_stream(
+        self,
+        chunk: Callable[[Frame, Digest | None], Outgoing],
+        pieces: Iterable[bytes],
+        *,
+        chunk_bytes: int | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Sent:
+        """Send bytes (in ``pieces`` of any size) as one chunked stream, each chunk sealed on its own.
+
+        ``chunk`` makes each chunk's message from its :class:`Frame` (and, for the last one, the
+        :class:`Digest` of the whole stream). Every chunk but the last must be acknowledged in
+        order; the answer to the last is returned with the digest. ``progress`` is told each
+        chunk's size once it was taken. Reading and sealing run one chunk ahead of sending.
+        """
+        self.connection or self.connect()
+        stream_id = os.urandom(STREAM_ID_BYTES)
+        chunks = frames(stream_id, pieces, chunk_bytes or self.chunk_bytes)
+        for frame, digest, envelope in ahead((f, d, self._seal(chunk(f, d))) for f, d in chunks):
+            answer = self._send(envelope)
+            if progress:
+                progress(len(frame.data))
+            if digest is not None:
+                return Sent(answer, digest)
+            if Received.from_cbor(answer).index != frame.index:
+                raise ProtocolError(f"the enclave acknowledged another chunk than chunk {frame.index}")
+        raise AssertionError("a stream always ends with a final chunk")
 
     def upload(
         self,
@@ -347,119 +341,43 @@ class EnclaveClient:
                 mine = ", ".join(t.table for t in self.manifest.inputs_of(self.party.name)) or "none"
                 raise UsageError(f"{table!r} is not an input of session {self.manifest.session} (yours: {mine})")
             table = qualified
-        self.connection or self.connect()
         handle = source.open("rb") if isinstance(source, Path) else source
-        upload_id = os.urandom(16)
-        digest = hashlib.sha256()
-        sizes: list[int] = []
-
-        def envelopes() -> Iterator[_Sealed]:
-            """Read, hash, seal and sign each chunk in order (run one chunk ahead of sending)."""
-            current = handle.read(self.chunk_bytes)
-            index = 0
-            while True:
-                following = handle.read(self.chunk_bytes) if current else b""
-                final = not following
-                digest.update(current)
-                sizes.append(len(current))
-                body: dict[str, Any] = {
-                    "upload": upload_id,
-                    "table": table,
-                    "index": index,
-                    "final": final,
-                    "data": current,
-                }
-                if final:
-                    body["sha256"], body["bytes"] = digest.hexdigest(), sum(sizes)
-                yield self._seal("upload", body)
-                if final:
-                    return
-                current, index = following, index + 1
-
-        answer: Any = None
         try:
-            for index, sealed in enumerate(_ahead(envelopes())):
-                answer = self._send(sealed)
-                if progress:
-                    progress(sizes[index])
+            sent = self.send_stream(
+                lambda frame, digest: UploadChunk(frame, table, digest),
+                iter(partial(handle.read, self.chunk_bytes), b""),
+                progress=progress,
+            )
         finally:
             if isinstance(source, Path):
                 handle.close()
-        total = sum(sizes)
         assert self.connection is not None
-        if not isinstance(answer, dict):
-            raise ProtocolError("the upload answer has no receipt")
-        statement = verify_statement(self.connection.signing_key, answer.get("receipt"), "receipt", limits=self.limits)
-        expected = {"party": self.party.name, "table": table, "sha256": digest.hexdigest(), "bytes": total}
-        for name, value in expected.items():
-            if statement.get(name) != value:
-                raise ProtocolError(f"the receipt's {name} is {statement.get(name)!r}, expected {value!r}")
-        salt = statement.get("salt")
-        try:
-            committed = commit(
-                session=self.manifest.session,
-                manifest_sha256=self.manifest.hash,
-                table=table,
-                salt=bytes.fromhex(salt) if isinstance(salt, str) else b"",
-                sha256=digest.hexdigest(),
-            )
-        except ValueError:
-            raise ProtocolError("the receipt carries no valid commitment salt") from None
-        if statement.get("commitment") != committed:
-            raise ProtocolError("the receipt's commitment does not match its salt and your data's SHA-256")
-        return Receipt(
-            self.party.name,
-            table,
-            int(statement["rows"]),
-            total,
-            digest.hexdigest(),
-            statement,
-            answer["receipt"],
-            commitment=committed,
-            salt=str(salt),
-            replaced=statement.get("replaced") is True,
-        )
+        signed = ReceiptAnswer.from_cbor(sent.answer).receipt.to_cbor()
+        statement = verify_statement(self.connection.signing_key, signed, "receipt", limits=self.limits)
+        return read_receipt(statement, signed, self.manifest, self.party.name, table, sent.digest)
 
     def status(self) -> dict[str, Any]:
-        """Which inputs are in, which computations are ready or done, what this party may read."""
-        answer = self._call("status", None)
-        if not isinstance(answer, dict):
-            raise ProtocolError("malformed status")
-        return answer
+        """Which inputs are in, which computations are ready or done, what this party may read.
+
+        Checked as a :class:`~oblv_mpc.protocol.answers.StatusAnswer`; given as plain data.
+        """
+        return StatusAnswer.from_cbor(self.call(StatusRequest())).to_cbor()
 
     def compute(self, computation: str) -> dict[str, Any]:
-        """Ask the enclave to run a computation (for its readers)."""
-        answer = self._call("compute", {"computation": computation})
-        if not isinstance(answer, dict):
-            raise ProtocolError("malformed compute answer")
-        return answer
+        """Ask the enclave to run a computation (for its readers); the answer as plain data."""
+        return ComputeAnswer.from_cbor(self.call(ComputeRequest(computation))).to_cbor()
 
     def result(self, computation: str) -> Result:
         """Fetch, verify and decode a computation's result."""
-        answer = self._call("result", {"computation": computation})
+        answer = ResultAnswer.from_cbor(self.call(ResultRequest(computation)))
         assert self.connection is not None
-        signed = answer.get("result") if isinstance(answer, dict) else None
+        signed = answer.result.to_cbor()
         statement = verify_statement(self.connection.signing_key, signed, "result", limits=self.limits)
-        if statement.get("computation") != computation or statement.get("manifest") != self.manifest.hash:
-            raise ProtocolError("the result is for another computation or session")
-        assert isinstance(signed, dict)
-        return Result(
-            computation=computation,
-            columns=[(str(n), str(t)) for n, t in statement["columns"]],
-            rows=statement["rows"],
-            suppressed_groups=(
-                None if statement.get("suppressed_groups") is None else int(statement["suppressed_groups"])
-            ),
-            rules=dict(statement["rules"]),
-            inputs=dict(statement["inputs"]),
-            statement=statement,
-            signed=signed,
-        )
+        return read_result(statement, signed, self.manifest, computation)
 
     def transcript(self) -> list[Event]:
         """The session's event log, every link and the signed head verified."""
-        answer = self._call("transcript", None)
+        answer = TranscriptAnswer.from_cbor(self.call(TranscriptRequest()))
         assert self.connection is not None
-        if not isinstance(answer, dict):
-            raise ProtocolError("malformed transcript")
-        return verify_chain(answer.get("events"), answer.get("head"), self.connection.signing_key, limits=self.limits)
+        events, head = list(answer.events), answer.head.to_cbor()
+        return verify_chain(events, head, self.connection.signing_key, limits=self.limits)

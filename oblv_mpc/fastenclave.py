@@ -16,6 +16,10 @@ Serve them with ``mpc enclave serve --manifest M --app mymodule:router``. Each p
 the proxy verifies the enclave, seals and signs each request, and the enclave dispatches it to
 your routes only after checking the signature of a party of the manifest. ``CallingParty`` is
 that verified party: it comes from the signed envelope, never from a header a client could set.
+
+:func:`dispatch` is the bridge the enclave app uses: it runs one complete, verified request
+through the user's routes in process (ASGI), with the verified party in the scope, and captures
+the answer.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,9 +36,14 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 
 from oblv_mpc.errors import UsageError
 from oblv_mpc.manifest import Manifest, Role
+from oblv_mpc.protocol.answers import HttpAnswer
+from oblv_mpc.protocol.messages import HttpHead
 
 PARTY_SCOPE_KEY = "oblv_mpc.party"
 MANIFEST_SCOPE_KEY = "oblv_mpc.manifest"
+# Not passed to the user's routes: hop-by-hop headers (RFC 9110 §7.6.1), the body's framing
+# (the request arrives whole), and the protocol's own headers.
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
 
 
 @dataclass(frozen=True)
@@ -94,3 +104,51 @@ def load_router(spec: str) -> APIRouter:
     if not isinstance(router, APIRouter):
         raise UsageError(f"--app {spec!r}: {attribute} is not a FastAPI APIRouter")
     return router
+
+
+def _passed(name: str) -> bool:
+    lowered = name.lower()
+    return lowered not in _HOP_BY_HOP and not lowered.startswith("x-mpc")
+
+
+async def dispatch(app: FastAPI, head: HttpHead, body: bytes, caller: Caller, manifest: Manifest) -> HttpAnswer:
+    """Run one verified request through the user's routes, in process, and capture the answer."""
+    headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in head.headers if _passed(k)]
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": head.method,
+        "scheme": "http",
+        "path": head.path,
+        "raw_path": head.path.encode(),
+        "query_string": head.query.encode(),
+        "root_path": "",
+        "headers": headers,
+        "client": ("party", 0),
+        "server": ("enclave", 0),
+        PARTY_SCOPE_KEY: caller,
+        MANIFEST_SCOPE_KEY: manifest,
+    }
+    delivered = False
+    status = 500
+    answer_headers: list[tuple[str, str]] = []
+    chunks: list[bytes] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        nonlocal status, answer_headers
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            answer_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
+        elif message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+
+    await app(scope, receive, send)
+    return HttpAnswer(status, tuple(answer_headers), b"".join(chunks))

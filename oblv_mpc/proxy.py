@@ -17,13 +17,14 @@ machine :func:`listen_unix` serves it on a socket that only its owner can connec
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import os
 import socket
 import stat
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -44,6 +45,8 @@ from oblv_mpc.errors import (
     ProtocolError,
     UsageError,
 )
+from oblv_mpc.protocol.answers import HttpAnswer
+from oblv_mpc.protocol.messages import HttpChunk, HttpHead
 
 CHUNK_BYTES = 1024 * 1024
 REATTEST_BEFORE = dt.timedelta(minutes=10)
@@ -338,33 +341,17 @@ class Proxy:
                 {"error": "the enclave could not be verified; nothing was forwarded", "detail": exc.message},
                 status_code=502,
             )
-        stream_id = os.urandom(16)
-        meta = {
-            "method": request.method,
-            "path": "/" + request.path_params["path"],
-            "query": request.url.query,
-            "headers": [[k, v] for k, v in request.headers.items() if k.lower() not in _DROP],
-        }
-        index = 0
-        pending = b""
-        size = 0
+        path = "/" + request.path_params["path"]
+        headers = tuple((k, v) for k, v in request.headers.items() if k.lower() not in _DROP)
+        head = HttpHead(request.method, path, request.url.query, headers)
         try:
-            async for piece in request.stream():
-                pending += piece
-                size += len(piece)
-                while len(pending) >= self.chunk_bytes:
-                    data, pending = pending[: self.chunk_bytes], pending[self.chunk_bytes :]
-                    body = {
-                        "stream": stream_id,
-                        "index": index,
-                        "final": False,
-                        "data": data,
-                        **(meta if index == 0 else {}),
-                    }
-                    await run_in_threadpool(self.client._call, "http", body)
-                    index += 1
-            body = {"stream": stream_id, "index": index, "final": True, "data": pending, **(meta if index == 0 else {})}
-            answer = await run_in_threadpool(self.client._call, "http", body)
+            sent = await run_in_threadpool(
+                self.client.send_stream,
+                lambda frame, _digest: HttpChunk(frame, head if frame.index == 0 else None),
+                _blocking(request.stream(), asyncio.get_running_loop()),
+                chunk_bytes=self.chunk_bytes,
+            )
+            answer = HttpAnswer.from_cbor(sent.answer)
         except EnclaveRefused as exc:
             if exc.code in ("enclave_restarted", "cannot_open"):
                 self.verified = False
@@ -382,15 +369,27 @@ class Proxy:
             return JSONResponse({"error": exc.reason, "code": exc.code}, status_code=403)
         except MpcError as exc:
             return JSONResponse({"error": exc.message}, status_code=502)
-        status = int(answer.get("status", 502))
-        content = answer.get("body", b"")
-        headers = {k: v for k, v in answer.get("headers", []) if not _dropped_answer_header(k)}
+        kept = {k: v for k, v in answer.headers if not _dropped_answer_header(k)}
         source = f" for page {origin}" if origin else ""
         self.log(
-            f"{self.client.party.name} {request.method} {_shown(meta['path'])} -> {status} "
-            f"({size} B in, {len(content)} B out){source}"
+            f"{self.client.party.name} {request.method} {_shown(path)} -> {answer.status} "
+            f"({sent.digest.size} B in, {len(answer.body)} B out){source}"
         )
-        return Response(content, status_code=status, headers=headers)
+        return Response(answer.body, status_code=answer.status, headers=kept)
+
+
+def _blocking(pieces: AsyncIterator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
+    """The request body's pieces, read on the event loop by a worker thread that waits for each:
+    the body is sealed and sent as it arrives, never held whole."""
+
+    async def following() -> bytes:
+        return await anext(pieces)
+
+    while True:
+        try:
+            yield asyncio.run_coroutine_threadsafe(following(), loop).result()
+        except StopAsyncIteration:
+            return
 
 
 def _dropped_answer_header(name: str) -> bool:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -48,6 +47,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 from oblv_mpc.errors import InputDataError
+from oblv_mpc.ingest import IngestSummary
 from oblv_mpc.manifest import ColumnType, InputTable
 from oblv_mpc.manifest.templates import quote
 
@@ -66,15 +66,6 @@ _ARROW_TYPES = {
 }
 # The reader's conversion error: "In CSV column #1: CSV conversion error to double: invalid value 'abc'"
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: [^']*'(.*)'$", re.DOTALL)
-
-
-@dataclass(frozen=True)
-class IngestSummary:
-    """What a complete, valid table amounted to."""
-
-    rows: int
-    size: int
-    sha256: str
 
 
 # Arrow's CSV lexer as regular expressions over bytes (possessive: no backtracking, so every
@@ -212,7 +203,10 @@ def _guarded(block: bytes) -> bytes:
 
 
 class CsvIngest:
-    """Check (and, given a connection, load) one table's CSV bytes fed in pieces of any size."""
+    """Check (and, given a connection, load) one table's CSV bytes fed in pieces of any size.
+
+    An :class:`oblv_mpc.ingest.Ingest`.
+    """
 
     def __init__(self, table: InputTable, connection: duckdb.DuckDBPyConnection | None = None, *, keep: bool) -> None:
         self.table = table

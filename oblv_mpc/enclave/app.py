@@ -16,7 +16,9 @@ Routes (OpenAPI at ``/docs``):
   included, is sealed to the requester.
 
 Every body is read within ``settings.limits`` (:mod:`oblv_mpc.enclave.bodies`): a size cap, a
-read deadline and the in-flight byte budget shared with the service.
+read deadline and the in-flight byte budget shared with the service. Nothing is built at import
+time: :func:`create_app` makes the routers (:func:`info_router`, :func:`sealed_router`). Plain
+(unsealed) refusals carry the status of the code table (:mod:`oblv_mpc.protocol.refusals`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import MutableMapping
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -36,46 +39,34 @@ from oblv_mpc import manifest as manifest_module
 from oblv_mpc.attestation import Attestor
 from oblv_mpc.enclave.bodies import ByteBudget, read_body
 from oblv_mpc.enclave.replay import Monotonic
-from oblv_mpc.enclave.service import OPERATIONS, Clock, EnclaveService, HttpCall, Reply, utcnow
+from oblv_mpc.enclave.service import OPERATIONS, Clock, EnclaveService, Reply, utcnow
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.errors import ManifestError
-from oblv_mpc.fastenclave import MANIFEST_SCOPE_KEY, PARTY_SCOPE_KEY, Caller, user_app
+from oblv_mpc.fastenclave import Caller, dispatch, user_app
 from oblv_mpc.manifest import Manifest
+from oblv_mpc.protocol.answers import HttpAnswer
 from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER
+from oblv_mpc.protocol.refusals import status_of
 
-KEY_HEADER = ENCLAVE_KEY_HEADER
 SEALED = "application/octet-stream"
+
+
+def _refused(code: str, message: str) -> HTTPException:
+    """A plain refusal, with the status of the code table."""
+    return HTTPException(status_of(code), detail={"code": code, "message": message})
 
 
 def _service(request: Request) -> EnclaveService:
     service: EnclaveService | None = request.app.state.enclave
     if service is None:
-        raise HTTPException(
-            503,
-            detail={"code": "not_provisioned", "message": "the enclave has no session manifest yet; the operator "
-                    "provisions it with `mpc enclave provision`"},
-        )  # fmt: skip
+        raise _refused(
+            "not_provisioned",
+            "the enclave has no session manifest yet; the operator provisions it with `mpc enclave provision`",
+        )
     return service
 
 
 Service = Annotated[EnclaveService, Depends(_service)]
-
-info_router = APIRouter(prefix="/v1", tags=["attestation"])
-sealed_router = APIRouter(prefix="/v1", tags=["sealed"])
-
-
-@info_router.get("/info", summary="What this enclave serves (advisory, unauthenticated)")
-def info(service: Service) -> dict[str, Any]:
-    return {
-        "session": service.manifest.session,
-        "manifest_sha256": service.manifest.hash,
-        "instance": service.instance.hex(),
-        "suite": service.settings.suite.value,
-        "key_id": service.key_id,
-        "development": service.attestor.development,
-        "version": __version__,
-    }
-
 
 _PROVISION_OPENAPI = {
     "requestBody": {
@@ -86,87 +77,96 @@ _PROVISION_OPENAPI = {
 }
 
 
-def _already_provisioned() -> HTTPException:
-    return HTTPException(409, detail={"code": "already_provisioned", "message": "the manifest is set once per launch"})
-
-
 def _parse_manifest(body: bytes) -> Manifest:
     return manifest_module.parse(body.decode("utf-8", "replace"), source="provisioned manifest")
 
 
-@info_router.post(
-    "/provision",
-    summary="Give the enclave its session manifest, once (YAML body)",
-    openapi_extra=_PROVISION_OPENAPI,
-)
-async def provision(request: Request) -> dict[str, Any]:
-    app = request.app
-    settings: EnclaveSettings = app.state.settings
-    if app.state.enclave is not None:
-        raise _already_provisioned()
-    limits = settings.limits
-    read = read_body(
-        request, limits.max_manifest_bytes, deadline_s=limits.body_read_timeout_s, budget=app.state.inflight
+def info_router() -> APIRouter:
+    """The plain routes: what the enclave serves, its provisioning, fresh attestations."""
+    router = APIRouter(prefix="/v1", tags=["attestation"])
+
+    @router.get("/info", summary="What this enclave serves (advisory, unauthenticated)")
+    def info(service: Service) -> dict[str, Any]:
+        return {
+            "session": service.manifest.session,
+            "manifest_sha256": service.manifest.hash,
+            "instance": service.instance.hex(),
+            "suite": service.settings.suite.value,
+            "key_id": service.key_id,
+            "development": service.attestor.development,
+            "version": __version__,
+        }
+
+    @router.post(
+        "/provision",
+        summary="Give the enclave its session manifest, once (YAML body)",
+        openapi_extra=_PROVISION_OPENAPI,
     )
-    async with read as body, app.state.provision_lock:
+    async def provision(request: Request) -> dict[str, Any]:
+        app = request.app
+        settings: EnclaveSettings = app.state.settings
         if app.state.enclave is not None:
-            raise _already_provisioned()
-        try:  # in a worker thread: a large manifest must not stall the event loop, hence every route
-            loaded = await run_in_threadpool(_parse_manifest, body)
-        except ManifestError as exc:
-            raise HTTPException(422, detail={"code": "invalid_manifest", "message": exc.message}) from None
-        app.state.enclave = await run_in_threadpool(
-            EnclaveService,
-            loaded,
-            app.state.attestor,
-            settings,
-            clock=app.state.clock,
-            monotonic=app.state.monotonic,
-            inflight=app.state.inflight,
+            raise _refused("already_provisioned", "the manifest is set once per launch")
+        limits = settings.limits
+        read = read_body(
+            request, limits.max_manifest_bytes, deadline_s=limits.body_read_timeout_s, budget=app.state.inflight
         )
-    return {"session": loaded.session, "manifest_sha256": loaded.hash}
+        async with read as body, app.state.provision_lock:
+            if app.state.enclave is not None:
+                raise _refused("already_provisioned", "the manifest is set once per launch")
+            try:  # in a worker thread: a large manifest must not stall the event loop, hence every route
+                loaded = await run_in_threadpool(_parse_manifest, body)
+            except ManifestError as exc:
+                raise _refused("invalid_manifest", exc.message) from None
+            # the service gets the app's injected clocks, as one made by create_app does
+            app.state.enclave = await run_in_threadpool(
+                EnclaveService,
+                loaded,
+                app.state.attestor,
+                settings,
+                clock=app.state.clock,
+                monotonic=app.state.monotonic,
+                inflight=app.state.inflight,
+            )
+        return {"session": loaded.session, "manifest_sha256": loaded.hash}
+
+    @router.get("/attestation", summary="A fresh attestation document binding the caller's nonce")
+    def attestation(
+        service: Service,
+        nonce: Annotated[
+            str,
+            Query(
+                description="The caller's fresh random nonce, hex (16 to 64 bytes).",
+                json_schema_extra={"pattern": "^([0-9a-fA-F]{2}){16,64}$"},  # documented; checked below (400)
+            ),
+        ],
+    ) -> dict[str, Any]:
+        try:
+            raw = bytes.fromhex(nonce)
+        except ValueError:
+            raise _refused("bad_nonce", "nonce must be hex") from None
+        limits = service.limits
+        if not limits.min_nonce_bytes <= len(raw) <= limits.max_nonce_bytes:
+            raise _refused("bad_nonce", f"nonce must be {limits.min_nonce_bytes} to {limits.max_nonce_bytes} bytes")
+        answer = service.attestation(raw)
+        return {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in answer.items()}
+
+    return router
 
 
-@info_router.get("/attestation", summary="A fresh attestation document binding the caller's nonce")
-def attestation(
-    service: Service,
-    nonce: Annotated[
-        str,
-        Query(
-            description="The caller's fresh random nonce, hex (16 to 64 bytes).",
-            json_schema_extra={"pattern": "^([0-9a-fA-F]{2}){16,64}$"},  # documented; checked below (400)
-        ),
-    ],
-) -> dict[str, Any]:
-    try:
-        raw = bytes.fromhex(nonce)
-    except ValueError:
-        raise HTTPException(400, detail={"code": "bad_nonce", "message": "nonce must be hex"}) from None
-    limits = service.limits
-    if not limits.min_nonce_bytes <= len(raw) <= limits.max_nonce_bytes:
-        message = f"nonce must be {limits.min_nonce_bytes} to {limits.max_nonce_bytes} bytes"
-        raise HTTPException(400, detail={"code": "bad_nonce", "message": message})
-    answer = service.attestation(raw)
-    return {k: base64.b64encode(v).decode() if isinstance(v, bytes) else v for k, v in answer.items()}
-
-
-def _read_envelope(request: Request, service: EnclaveService) -> Any:
+def _read_envelope(request: Request, service: EnclaveService) -> AbstractAsyncContextManager[bytes]:
     """The sealed body, read within the service's limits and held in its byte budget."""
     limits = service.limits
     return read_body(request, limits.max_envelope_bytes, deadline_s=limits.body_read_timeout_s, budget=service.inflight)
 
 
 def _restarted(request: Request, service: EnclaveService) -> Response | None:
-    presented = request.headers.get(KEY_HEADER)
+    presented = request.headers.get(ENCLAVE_KEY_HEADER)
     if presented is not None and presented != service.key_id:
-        return JSONResponse(
-            {
-                "code": "enclave_restarted",
-                "message": "this request is sealed to another enclave key: the enclave restarted, "
-                "and its state (every upload) is gone",
-            },
-            status_code=409,
+        reason = (
+            "this request is sealed to another enclave key: the enclave restarted, and its state (every upload) is gone"
         )
+        return _response(Reply.plain("enclave_restarted", reason))
     return None
 
 
@@ -176,7 +176,7 @@ def _response(reply: Reply) -> Response:
     return Response(reply.content, status_code=reply.status, media_type=SEALED)
 
 
-def _sealed_route(op: str) -> Any:
+def _sealed_route(op: str) -> Callable[[Request, EnclaveService], Coroutine[Any, Any, Response]]:
     async def handler(request: Request, service: Service) -> Response:
         restarted = _restarted(request, service)
         if restarted is not None:
@@ -203,56 +203,10 @@ _SUMMARIES = {
     "result": "A computation's signed result, for its readers only",
     "transcript": "The hash-chained event log with the enclave's signed head",
 }
+_NO_ROUTES = HttpAnswer(404, (), b"no routes are served")
 
 
-async def _dispatch(app: FastAPI, call: HttpCall, caller: Caller, manifest: Manifest) -> dict[str, Any]:
-    """Run one verified request through the user's routes, in process, and capture the answer."""
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": call.method,
-        "scheme": "http",
-        "path": call.path,
-        "raw_path": call.path.encode(),
-        "query_string": call.query.encode(),
-        "root_path": "",
-        "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in call.headers],
-        "client": ("party", 0),
-        "server": ("enclave", 0),
-        PARTY_SCOPE_KEY: caller,
-        MANIFEST_SCOPE_KEY: manifest,
-    }
-    delivered = False
-    answer: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
-    chunks: list[bytes] = []
-
-    async def receive() -> dict[str, Any]:
-        nonlocal delivered
-        if not delivered:
-            delivered = True
-            return {"type": "http.request", "body": call.body, "more_body": False}
-        return {"type": "http.disconnect"}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            answer["status"] = message["status"]
-            answer["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in message.get("headers", [])]
-        elif message["type"] == "http.response.body":
-            chunks.append(message.get("body", b""))
-
-    await app(scope, receive, send)
-    answer["body"] = b"".join(chunks)
-    return answer
-
-
-@sealed_router.post(
-    "/http",
-    summary="FastEnclaves: a sealed request for the session's own routes",
-    response_class=Response,
-    openapi_extra=_SEALED_OPENAPI,
-)
-async def sealed_http(request: Request, service: Service) -> Response:
+async def _sealed_http(request: Request, service: Service) -> Response:
     restarted = _restarted(request, service)
     if restarted is not None:
         return restarted
@@ -262,23 +216,34 @@ async def sealed_http(request: Request, service: Service) -> Response:
         return _response(opened)
     user: FastAPI | None = request.app.state.user_app
     if user is None:
-        return _response(
-            service.answer(opened.request, {"status": 404, "headers": [], "body": b"no routes are served"})
-        )
+        return _response(service.answer(opened.request, _NO_ROUTES))
     party = service.manifest.parties[opened.request.party]
-    answer = await _dispatch(user, opened, Caller(party.name, party.roles), service.manifest)
+    caller = Caller(party.name, party.roles)
+    answer = await dispatch(user, opened.http.head, opened.http.body, caller, service.manifest)
     return _response(await run_in_threadpool(service.answer, opened.request, answer))
 
 
-for _op in OPERATIONS:
-    sealed_router.add_api_route(
-        f"/{_op}",
-        _sealed_route(_op),
+def sealed_router() -> APIRouter:
+    """The sealed routes: the session's operations, and FastEnclaves requests for the user's routes."""
+    router = APIRouter(prefix="/v1", tags=["sealed"])
+    router.add_api_route(
+        "/http",
+        _sealed_http,
         methods=["POST"],
-        summary=_SUMMARIES[_op],
+        summary="FastEnclaves: a sealed request for the session's own routes",
         response_class=Response,
         openapi_extra=_SEALED_OPENAPI,
     )
+    for op in OPERATIONS:
+        router.add_api_route(
+            f"/{op}",
+            _sealed_route(op),
+            methods=["POST"],
+            summary=_SUMMARIES[op],
+            response_class=Response,
+            openapi_extra=_SEALED_OPENAPI,
+        )
+    return router
 
 
 def create_app(
@@ -321,6 +286,6 @@ def create_app(
             if manifest is not None
             else None
         )
-    app.include_router(info_router)
-    app.include_router(sealed_router)
+    app.include_router(info_router())
+    app.include_router(sealed_router())
     return app

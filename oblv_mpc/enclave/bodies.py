@@ -18,6 +18,8 @@ from contextlib import asynccontextmanager
 from fastapi import HTTPException, Request
 from starlette.requests import ClientDisconnect
 
+from oblv_mpc.protocol.refusals import status_of
+
 
 class ByteBudget:
     """Bytes held at once by everyone's requests; thread-safe (the event loop and workers share it)."""
@@ -49,8 +51,9 @@ class ByteBudget:
 _CLOSE = {"Connection": "close"}
 
 
-def _refuse(status: int, code: str, message: str) -> HTTPException:
-    return HTTPException(status, detail={"code": code, "message": message}, headers=_CLOSE)
+def _refuse(code: str, message: str) -> HTTPException:
+    """A plain refusal with the code table's status; the connection closes (the body may be unread)."""
+    return HTTPException(status_of(code), detail={"code": code, "message": message}, headers=_CLOSE)
 
 
 @asynccontextmanager
@@ -61,24 +64,24 @@ async def read_body(request: Request, limit: int, *, deadline_s: float, budget: 
     """
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
-        raise _refuse(413, "too_large", f"a request body is at most {limit} bytes")
+        raise _refuse("too_large", f"a request body is at most {limit} bytes")
     chunks: list[bytes] = []
     held = 0
     try:
         async with asyncio.timeout(deadline_s):
             async for chunk in request.stream():
                 if held + len(chunk) > limit:
-                    raise _refuse(413, "too_large", f"a request body is at most {limit} bytes")
+                    raise _refuse("too_large", f"a request body is at most {limit} bytes")
                 if not budget.take(len(chunk)):
-                    raise _refuse(503, "busy", "the enclave holds as many request bytes as it may; retry shortly")
+                    raise _refuse("busy", "the enclave holds as many request bytes as it may; retry shortly")
                 held += len(chunk)
                 chunks.append(chunk)
     except TimeoutError:
         budget.give(held)
-        raise _refuse(408, "read_timeout", f"the request body did not arrive within {deadline_s:g} s") from None
+        raise _refuse("read_timeout", f"the request body did not arrive within {deadline_s:g} s") from None
     except ClientDisconnect:
         budget.give(held)
-        raise _refuse(400, "disconnected", "the client left before its body arrived") from None
+        raise _refuse("disconnected", "the client left before its body arrived") from None
     except BaseException:
         budget.give(held)
         raise

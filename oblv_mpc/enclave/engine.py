@@ -24,6 +24,7 @@ import duckdb
 
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.settings import EnclaveSettings
+from oblv_mpc.ingest import Ingest
 from oblv_mpc.manifest import Computation, InputTable, Manifest
 from oblv_mpc.manifest.naming import data_name, quote
 from oblv_mpc.tables import CsvIngest
@@ -84,15 +85,15 @@ class Engine:
         for party in manifest.parties:
             self.connection.execute(f"CREATE SCHEMA {quote(party)}")
 
-    def ingest(self, table: InputTable) -> CsvIngest:
-        """A streaming checker that keeps the typed data of one upload.
+    def ingest(self, table: InputTable) -> Ingest:
+        """A streaming checker that keeps the typed data of one upload (CSV, today).
 
         It never touches this engine's connection (its key check has a DuckDB of its own), so it
         can run outside the session lock; only :meth:`commit` does, under that lock.
         """
         return CsvIngest(table, keep=True)
 
-    def commit(self, table: InputTable, ingest: CsvIngest) -> None:
+    def commit(self, table: InputTable, ingest: Ingest) -> None:
         """Make a completed upload the party's table (replacing an earlier upload)."""
         name = data_name(table.party, table.table)
         self.connection.register(name, ingest.table_data())

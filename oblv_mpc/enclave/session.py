@@ -1,10 +1,11 @@
 """The session state machine: inputs, uploads in progress, computations, results, transcript.
 
 All state is in memory. Operations are serialized by one lock (DuckDB and the state change
-together); only the CSV check of an upload chunk runs outside it (see :meth:`Session.upload`).
-Every method takes an authenticated party name (the envelope's signature was
-checked before) and raises :class:`EnclaveRefused`, :class:`InputDataError` or
-:class:`NotReady` to refuse; nothing from a refused upload is kept.
+together); only the check of an upload chunk runs outside it (see :meth:`Session.upload`).
+Every method takes an authenticated party name (the envelope's signature was checked before)
+and a typed body (:mod:`oblv_mpc.protocol.messages`), returns a typed answer
+(:mod:`oblv_mpc.protocol.answers`), and raises :class:`EnclaveRefused`, :class:`InputDataError`
+or :class:`NotReady` to refuse; nothing from a refused upload is kept.
 
 What a party can read carries nothing data-dependent about another party's input beyond the
 results it may read: status and transcripts show other parties' inputs as salted commitments
@@ -27,29 +28,28 @@ from oblv_mpc import keys
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.engine import Engine, RunFailed
 from oblv_mpc.enclave.settings import EnclaveSettings
-from oblv_mpc.errors import EnclaveRefused, InputDataError, NotReady
-from oblv_mpc.manifest import InputTable, Manifest, Role
+from oblv_mpc.enclave.uploads import Upload, Uploads
+from oblv_mpc.errors import EnclaveRefused, NotReady
+from oblv_mpc.ingest import IngestSummary
+from oblv_mpc.manifest import Manifest
 from oblv_mpc.manifest.rules import Withheld
+from oblv_mpc.protocol.answers import (
+    ComputationState,
+    ComputeAnswer,
+    InputState,
+    ReceiptAnswer,
+    Received,
+    ResultAnswer,
+    SignedStatement,
+    StatusAnswer,
+    TranscriptAnswer,
+)
 from oblv_mpc.protocol.commitment import SALT_BYTES, commit
 from oblv_mpc.protocol.envelope import sign_statement
+from oblv_mpc.protocol.messages import ComputeRequest, ResultRequest, UploadChunk
 from oblv_mpc.protocol.transcript import GENESIS, Event, make_event
-from oblv_mpc.tables import CsvIngest
 
 Clock = Callable[[], dt.datetime]
-
-
-@dataclass
-class _Upload:
-    party: str
-    table: InputTable
-    upload_id: bytes
-    ingest: CsvIngest
-    next_index: int
-    last_ms: int
-    # A chunk of it is being checked outside the session lock: this upload's own lock, taken
-    # and given back only under the session lock, so taking it never waits.
-    checking: bool = False
-    discarded: str | None = None  # why it was aborted, for a chunk that was being checked
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,7 @@ class InputRecord:
 class ResultRecord:
     """A computation that ran: its signed result statement."""
 
-    signed: dict[str, bytes]
+    signed: SignedStatement
     rows: int
     suppressed_groups: int | None  # None: not disclosed
 
@@ -85,7 +85,7 @@ class Refusal:
     """A computation that was attempted and released nothing: the same answer every time."""
 
     code: str
-    message: str
+    reason: str
 
 
 class Session:
@@ -106,8 +106,7 @@ class Session:
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
-        self._uploads: dict[bytes, _Upload] = {}
-        self._used_upload_ids: set[bytes] = set()
+        self._uploads = Uploads(manifest, settings.limits, self.engine.ingest, self._discarded)
         self.inputs: dict[str, InputRecord] = {}
         self.results: dict[str, ResultRecord | Refusal] = {}
         self.frozen: set[str] = set()
@@ -116,16 +115,22 @@ class Session:
         self.events: list[Event] = []
         self._record("start", {"session": manifest.session, "manifest": manifest.hash, "instance": instance.hex()})
 
+    def uploads_in_progress(self, party: str | None = None) -> int:
+        """How many uploads are in progress (``party``'s, if given): started, not yet committed or discarded."""
+        with self._lock:
+            return self._uploads.in_progress(party)
+
     # -- helpers -----------------------------------------------------------------------------
 
     def now_ms(self) -> int:
+        """The session clock, in milliseconds since the epoch."""
         return int(self._clock().timestamp() * 1000)
 
     def _record(self, kind: str, data: dict[str, Any]) -> None:
         prev = self.events[-1].hash if self.events else GENESIS
         self.events.append(make_event(len(self.events), prev, self.now_ms(), kind, data))
 
-    def _statement(self, kind: str, **fields: Any) -> dict[str, bytes]:
+    def _statement(self, kind: str, **fields: Any) -> SignedStatement:
         base = {
             "kind": kind,
             "session": self.manifest.session,
@@ -133,7 +138,7 @@ class Session:
             "instance": self.instance.hex(),
             "time": self.now_ms(),
         }
-        return sign_statement(self._signing, {**base, **fields})
+        return SignedStatement.from_cbor(sign_statement(self._signing, {**base, **fields}))
 
     def record_refusal(self, party: str, op: str, code: str) -> None:
         """A party's refused request goes into the transcript (without the refused content).
@@ -152,158 +157,82 @@ class Session:
         with self._lock:
             self.unauthenticated_refusals += 1
 
-    def _purge_idle_uploads(self, now_ms: int) -> None:
-        limit = self.settings.upload_idle_timeout_s * 1000
-        for upload in list(self._uploads.values()):
-            if now_ms - upload.last_ms > limit and not upload.checking:  # a chunk being checked is activity
-                self._abort(upload, "idle")
-
-    def _abort(self, upload: _Upload, reason: str) -> None:
-        self._uploads.pop(upload.upload_id, None)  # its data goes with it
-        upload.discarded = reason  # a chunk being checked sees this before it commits anything
-        self._record("upload_aborted", {"party": upload.party, "table": upload.table.qualified, "reason": reason})
+    def _discarded(self, upload: Upload, reason: str) -> None:
+        """An upload was discarded: its data went with it; every party sees that it was (lock held)."""
+        table = upload.content.table.qualified
+        self._record("upload_aborted", {"party": upload.party, "table": table, "reason": reason})
 
     # -- operations --------------------------------------------------------------------------
 
-    def upload(self, party: str, body: Any) -> dict[str, Any]:
+    def upload(self, party: str, chunk: UploadChunk) -> Received | ReceiptAnswer:
         """Take one chunk of an upload; the final chunk commits the table and yields a receipt.
 
-        Three steps: under the session lock, check the chunk's place and claim its upload (one
-        chunk of an upload at a time); without it, check the CSV (the slow part, which touches
-        no shared state: other parties' requests go on meanwhile); under it again, record the
-        progress or commit the table, after checking that the upload was not discarded
-        (superseded, or another chunk sent out of turn) and the table not frozen meanwhile.
+        Under the session lock, the chunk is authorized and placed in its upload (one chunk of an
+        upload at a time); without it, its bytes are hashed and checked (the slow part, which
+        touches no shared state: other parties' requests go on meanwhile); under the lock again,
+        the upload moves on, or, at the end, is committed, unless it was discarded (superseded,
+        or another chunk sent out of turn) or its table frozen meanwhile.
         """
-        if not isinstance(body, dict):
-            raise EnclaveRefused("bad_request", "upload body must be a map")
-        upload_id, table_name, index = body.get("upload"), body.get("table"), body.get("index")
-        final, data = body.get("final"), body.get("data")
-        if (
-            not isinstance(upload_id, bytes)
-            or len(upload_id) != 16
-            or not isinstance(table_name, str)
-            or isinstance(index, bool)
-            or not isinstance(index, int)
-            or not isinstance(final, bool)
-            or not isinstance(data, bytes)
-        ):
-            raise EnclaveRefused("bad_request", "upload chunk needs upload (16 bytes), table, index, final and data")
-        if len(data) > self.settings.max_chunk_bytes:
-            raise EnclaveRefused("too_large", f"chunk of {len(data)} bytes exceeds {self.settings.max_chunk_bytes}")
         with self._lock:
-            upload = self._claim(party, table_name, upload_id, index)
+            upload = self._uploads.place(party, chunk, self.frozen, self.now_ms())
         try:
-            upload.ingest.feed(data)
-            summary = upload.ingest.finish() if final else None
+            summary = self._uploads.check(upload, chunk)
         except BaseException as exc:
             with self._lock:
-                upload.checking = False
                 if upload.discarded is None:
-                    self._abort(upload, "invalid data" if isinstance(exc, InputDataError) else "not processed")
+                    self._uploads.failed(upload, exc)
             raise
         with self._lock:
-            upload.checking = False
-            if upload.discarded is not None:
-                raise EnclaveRefused(
-                    "upload_sequence",
-                    f"the upload was discarded ({upload.discarded}) while chunk {index} was being checked; "
-                    "nothing of it is kept",
-                )
-            upload.next_index += 1
-            upload.last_ms = self.now_ms()
+            self._uploads.settle(upload, self.now_ms())
             if summary is None:
-                return {"received": index}
-            if table_name in self.frozen:
-                self._abort(upload, "frozen")
-                raise EnclaveRefused("frozen", f"{table_name} is frozen: a computation has already used it")
-            claimed_sha256, claimed_bytes = body.get("sha256"), body.get("bytes")
-            if claimed_sha256 != summary.sha256 or claimed_bytes != summary.size:
-                self._abort(upload, "content does not match the client's digest")
-                raise EnclaveRefused(
-                    "upload_sequence", "the data received does not match the digest the client sent; upload discarded"
-                )
-            self._uploads.pop(upload_id, None)
-            table = upload.table
-            self.engine.commit(table, upload.ingest)
-            now = self.now_ms()
-            salt = os.urandom(SALT_BYTES)
-            commitment = commit(
-                session=self.manifest.session,
-                manifest_sha256=self.manifest.hash,
-                table=table_name,
-                salt=salt,
-                sha256=summary.sha256,
-            )
-            record = InputRecord(
-                party, table_name, summary.rows, summary.size, summary.sha256, upload_id, now, salt, commitment
-            )
-            replaced = table_name in self.inputs
-            self.inputs[table_name] = record
+                return Received(chunk.frame.index)
+            self._uploads.complete(upload, chunk.digest, self.frozen)
+            record, replaced = self._commit(party, upload, summary)
             self._record(
-                "upload", {"party": party, "table": table_name, "commitment": commitment, "replaced": replaced}
+                "upload",
+                {"party": party, "table": record.table, "commitment": record.commitment, "replaced": replaced},
             )
-            receipt = self._statement(
-                "receipt",
-                party=party,
-                table=table_name,
-                rows=summary.rows,
-                bytes=summary.size,
-                sha256=summary.sha256,
-                salt=salt.hex(),
-                commitment=commitment,
-                upload=upload_id.hex(),
-                replaced=replaced,
-            )
-            return {"receipt": receipt}
+            return ReceiptAnswer(self._receipt(record, replaced))
 
-    def _claim(self, party: str, table_name: str, upload_id: bytes, index: int) -> _Upload:
-        """Check a chunk's place in its upload and mark the upload as being checked (lock held)."""
-        now = self.now_ms()
-        self._purge_idle_uploads(now)
-        table = self.manifest.inputs.get(table_name)
-        if table is None:
-            raise EnclaveRefused("unknown_table", f"{table_name!r} is not an input of this session")
-        if table.party != party or not self.manifest.parties[party].has(Role.CONTRIBUTOR):
-            raise EnclaveRefused("forbidden", f"party {party!r} may not upload {table_name} (it is {table.party}'s)")
-        if table_name in self.frozen:
-            raise EnclaveRefused("frozen", f"{table_name} is frozen: a computation has already used it")
-        upload = self._uploads.get(upload_id)
-        if index == 0:
-            if upload is not None or upload_id in self._used_upload_ids:
-                if upload is not None:
-                    self._abort(upload, "first chunk repeated")
-                raise EnclaveRefused("upload_sequence", "chunk 0 repeated: upload id already used; upload discarded")
-            for other in [u for u in self._uploads.values() if u.table.qualified == table_name]:
-                self._abort(other, "superseded by a new upload")
-            self._used_upload_ids.add(upload_id)
-            upload = _Upload(party, table, upload_id, self.engine.ingest(table), 0, now)
-            self._uploads[upload_id] = upload
-        elif upload is None:
-            raise EnclaveRefused("upload_sequence", f"chunk {index} of an upload that is not in progress")
-        if upload.party != party or upload.table.qualified != table_name:
-            raise EnclaveRefused("upload_sequence", "chunk does not belong to this upload")
-        if upload.checking:
-            self._abort(upload, f"chunk {index} arrived while chunk {upload.next_index} was being checked")
-            raise EnclaveRefused(
-                "upload_sequence",
-                f"chunk {index} arrived while chunk {upload.next_index} was still being checked: send each chunk "
-                "after the answer to the one before; the upload is discarded",
-            )
-        if index != upload.next_index:
-            self._abort(upload, f"chunk {index} arrived, expected {upload.next_index}")
-            raise EnclaveRefused(
-                "upload_sequence",
-                f"chunk {index} arrived, expected {upload.next_index}: a chunk was dropped, repeated or "
-                "reordered; the upload is discarded",
-            )
-        upload.checking = True
-        upload.last_ms = now
-        return upload
+    def _commit(self, party: str, upload: Upload, summary: IngestSummary) -> tuple[InputRecord, bool]:
+        """Make a complete upload the party's table, with a fresh commitment salt (lock held)."""
+        table = upload.content.table
+        self.engine.commit(table, upload.content.ingest)
+        salt = os.urandom(SALT_BYTES)
+        commitment = commit(
+            session=self.manifest.session,
+            manifest_sha256=self.manifest.hash,
+            table=table.qualified,
+            salt=salt,
+            sha256=upload.sha256,
+        )
+        record = InputRecord(
+            party, table.qualified, summary.rows, upload.size, upload.sha256, upload.stream_id, self.now_ms(), salt,
+            commitment,
+        )  # fmt: skip
+        replaced = table.qualified in self.inputs
+        self.inputs[table.qualified] = record
+        return record, replaced
+
+    def _receipt(self, record: InputRecord, replaced: bool) -> SignedStatement:
+        """The owner's signed receipt: what the enclave took, and the salt that opens its commitment."""
+        return self._statement(
+            "receipt",
+            party=record.party,
+            table=record.table,
+            rows=record.rows,
+            bytes=record.size,
+            sha256=record.sha256,
+            salt=record.salt.hex(),
+            commitment=record.commitment,
+            upload=record.upload_id.hex(),
+            replaced=replaced,
+        )
 
     def _missing(self, name: str) -> list[str]:
         return [t for t in self.manifest.computations[name].inputs if t not in self.inputs]
 
-    def status(self, party: str) -> dict[str, Any]:
+    def status(self, party: str) -> StatusAnswer:
         """Who has submitted what; what can be computed; what this party may read.
 
         Another party's input shows as submitted or not, frozen or not, and its commitment; its
@@ -313,15 +242,15 @@ class Session:
             inputs = {}
             for name, table in self.manifest.inputs.items():
                 record = self.inputs.get(name)
-                own = record is not None and table.party == party
-                inputs[name] = {
-                    "party": table.party,
-                    "submitted": record is not None,
-                    "commitment": record.commitment if record else None,
-                    "rows": record.rows if own and record else None,
-                    "sha256": record.sha256 if own and record else None,
-                    "frozen": name in self.frozen,
-                }
+                own = record if record is not None and table.party == party else None
+                inputs[name] = InputState(
+                    party=table.party,
+                    submitted=record is not None,
+                    commitment=record.commitment if record else None,
+                    rows=own.rows if own else None,
+                    sha256=own.sha256 if own else None,
+                    frozen=name in self.frozen,
+                )
             computations = {}
             for name, computation in self.manifest.computations.items():
                 missing = self._missing(name)
@@ -332,21 +261,18 @@ class Session:
                     state = "attempted"  # released or withheld is for its readers to know
                 else:
                     state = "done" if isinstance(outcome, ResultRecord) else "refused"
-                computations[name] = {
-                    "state": state,
-                    "missing": missing,
-                    "readers": list(computation.readers),
-                    "you_may_read": party in computation.readers,
-                }
+                readers = tuple(computation.readers)
+                computations[name] = ComputationState(state, tuple(missing), readers, party in readers)
             budget = self.manifest.privacy_budget
-            return {
-                "session": self.manifest.session,
-                "instance": self.instance.hex(),
-                "unauthenticated_refusals": self.unauthenticated_refusals,
-                "inputs": inputs,
-                "computations": computations,
-                "privacy": {"budget": budget["epsilon"] if budget else None, "spent": self.epsilon_spent},
-            }
+            return StatusAnswer(
+                session=self.manifest.session,
+                instance=self.instance.hex(),
+                unauthenticated_refusals=self.unauthenticated_refusals,
+                inputs=inputs,
+                computations=computations,
+                budget=budget["epsilon"] if budget else None,
+                spent=self.epsilon_spent,
+            )
 
     def _check_reader(self, party: str, name: str) -> None:
         computation = self.manifest.computations.get(name)
@@ -362,7 +288,7 @@ class Session:
             outcome = self._attempt(name)
             self.results[name] = outcome
         if isinstance(outcome, Refusal):
-            raise EnclaveRefused(outcome.code, outcome.message)
+            raise EnclaveRefused(outcome.code, outcome.reason)
         return outcome
 
     def _attempt(self, name: str) -> ResultRecord | Refusal:
@@ -410,28 +336,27 @@ class Session:
             {"computation": name, "epsilon": epsilon, "spent": self.epsilon_spent, "budget": budget["epsilon"]},
         )
 
-    def compute(self, party: str, body: Any) -> dict[str, Any]:
+    def compute(self, party: str, request: ComputeRequest) -> ComputeAnswer:
         """Run a computation now (a reader of it may ask); idempotent once it ran."""
-        name = body.get("computation") if isinstance(body, dict) else None
+        name = request.computation
         with self._lock:
-            self._check_reader(party, str(name))
-            record = self._run(str(name))
-            return {"computation": name, "rows": record.rows, "suppressed_groups": record.suppressed_groups}
+            self._check_reader(party, name)
+            record = self._run(name)
+            return ComputeAnswer(name, record.rows, record.suppressed_groups)
 
-    def result(self, party: str, body: Any) -> dict[str, Any]:
+    def result(self, party: str, request: ResultRequest) -> ResultAnswer:
         """A computation's signed result, for its readers only (runs it on first fetch)."""
-        name = body.get("computation") if isinstance(body, dict) else None
+        name = request.computation
         with self._lock:
-            self._check_reader(party, str(name))
-            if str(name) not in self.results:
-                self.results[str(name)] = self._attempt(str(name))
+            self._check_reader(party, name)
+            if name not in self.results:
+                self.results[name] = self._attempt(name)
             self._record("fetch", {"computation": name, "party": party})  # released or refused alike
-            record = self._run(str(name))
-            return {"result": record.signed}
+            return ResultAnswer(self._run(name).signed)
 
-    def transcript(self, party: str) -> dict[str, Any]:
+    def transcript(self, party: str) -> TranscriptAnswer:
         """Every event so far, and the signed head."""
         with self._lock:
             head = self.events[-1].hash
             signed = self._statement("transcript", seq=len(self.events), head=head)
-            return {"events": [e.encoded for e in self.events], "head": signed}
+            return TranscriptAnswer(tuple(e.encoded for e in self.events), signed)

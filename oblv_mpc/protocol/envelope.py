@@ -70,7 +70,8 @@ class Context:
 
 @dataclass(frozen=True)
 class Request:
-    """An opened request whose signature verified."""
+    """An opened request whose signature verified. ``body`` is decoded CBOR, not yet parsed: the
+    enclave parses it once into its class (:func:`oblv_mpc.protocol.messages.parse_request`)."""
 
     op: str
     party: str

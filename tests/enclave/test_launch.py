@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import socket
 import threading
@@ -20,7 +21,7 @@ from oblv_mpc.client import EnclaveClient
 from oblv_mpc.enclave import create_app
 from oblv_mpc.enclave.attestors import AttestorKind, choose
 from oblv_mpc.enclave.server import ServerThread, listen_vsock
-from oblv_mpc.errors import NsmError, PolicyError, UsageError
+from oblv_mpc.errors import EnclaveRefused, NsmError, PolicyError, UsageError
 from tests.enclave.conftest import PARTIES, session_document
 
 
@@ -43,6 +44,27 @@ def test_manifest_provisioned_at_launch(
     other = dict(doc, session="someone-elses")
     with pytest.raises(PolicyError, match="the enclave runs session manifest"):
         EnclaveClient(http, manifest.from_data(other), all_keys["alice"], policy).connect()
+
+
+def test_a_provisioned_enclave_keeps_the_injected_clocks(
+    tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
+) -> None:
+    """A host that sets the machine's clock cannot move a provisioned enclave's: it uses the one given
+    to create_app, as an enclave made with its manifest at once does."""
+    enclave_time = dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)  # another clock than the machine's
+    app = create_app(None, SimulatedNsm(dev_ca, measurements), clock=lambda: enclave_time, monotonic=lambda: 7.0)
+    http = TestClient(app)
+    doc = session_document(all_keys, PARTIES)
+    assert http.post("/v1/provision", content=yaml.safe_dump(doc).encode()).status_code == 200
+    agreed, policy = manifest.from_data(doc), dev_ca.policy(measurements)
+    in_step = EnclaveClient(http, agreed, all_keys["alice"], policy, clock=lambda: enclave_time)
+    assert in_step.status()["session"] == agreed.session
+    machine_time = EnclaveClient(http, agreed, all_keys["bob"], policy)
+    machine_time.connection = in_step.connection  # verified; only its requests' time differs
+    with pytest.raises(EnclaveRefused) as refused:
+        machine_time.status()
+    assert refused.value.code == "stale"
+    assert 7190 <= int(refused.value.reason.removeprefix("request time is ").split("s away")[0]) <= 7200
 
 
 def test_provision_command(

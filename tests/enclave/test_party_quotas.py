@@ -17,12 +17,13 @@ from fastapi.testclient import TestClient
 
 from oblv_mpc import keys, manifest
 from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
-from oblv_mpc.client import KEY_HEADER, EnclaveClient
+from oblv_mpc.client import EnclaveClient
 from oblv_mpc.enclave import EnclaveService, EnclaveSettings, create_app
 from oblv_mpc.errors import EnclaveRefused
 from oblv_mpc.limits import Limits
-from oblv_mpc.protocol.envelope import open_response, seal_request
+from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, open_response, seal_request
 from tests.enclave.conftest import World, make_world, session_document
+from tests.raw_bodies import Raw
 
 
 def _world(
@@ -42,11 +43,11 @@ def test_a_party_opening_more_fastenclaves_streams_than_allowed_is_refused(
     world = _world(tmp_path, all_keys, dev_ca, measurements, max_streams_per_party=3)
     alice, bob = world.clients["alice"], world.clients["bob"]
     for _ in range(3):
-        assert alice._call("http", _chunk()) == {"received": 0}
+        assert alice.call(Raw("http", _chunk())) == {"received": 0}
     with pytest.raises(EnclaveRefused) as refused:
-        alice._call("http", _chunk())
+        alice.call(Raw("http", _chunk()))
     assert refused.value.code == "too_many_streams"
-    assert bob._call("http", _chunk()) == {"received": 0}  # another party is not held back
+    assert bob.call(Raw("http", _chunk())) == {"received": 0}  # another party is not held back
 
 
 def test_a_partys_unfinished_bodies_are_bounded_in_bytes(
@@ -55,13 +56,13 @@ def test_a_partys_unfinished_bodies_are_bounded_in_bytes(
     world = _world(tmp_path, all_keys, dev_ca, measurements, max_inflight_bytes_per_party=250, max_http_body_bytes=200)
     alice = world.clients["alice"]
     first = _chunk()
-    alice._call("http", first)
-    alice._call("http", _chunk(1, stream=first["stream"]))  # 200 bytes held in one body
+    alice.call(Raw("http", first))
+    alice.call(Raw("http", _chunk(1, stream=first["stream"])))  # 200 bytes held in one body
     with pytest.raises(EnclaveRefused) as refused:
-        alice._call("http", _chunk())  # 100 more in another: past the party's 250
+        alice.call(Raw("http", _chunk()))  # 100 more in another: past the party's 250
     assert refused.value.code == "busy"
     with pytest.raises(EnclaveRefused) as too_large:
-        alice._call("http", _chunk(2, stream=first["stream"]))  # past one body's 200
+        alice.call(Raw("http", _chunk(2, stream=first["stream"])))  # past one body's 200
     assert too_large.value.code == "too_large"
     assert world.app.state.inflight.used == 0  # the discarded bodies gave their bytes back
 
@@ -73,14 +74,14 @@ def test_a_partys_unfinished_bodies_are_bounded_in_bytes(
 )
 def test_a_malformed_headers_field_is_a_clean_refusal(world: World, headers: Any) -> None:
     with pytest.raises(EnclaveRefused) as refused:
-        world.clients["alice"]._call("http", _chunk(headers=headers, final=True))
+        world.clients["alice"].call(Raw("http", _chunk(headers=headers, final=True)))
     assert refused.value.code == "bad_request"
 
 
 @pytest.mark.parametrize("head", [{"method": "GET /x HTTP/1.1\r\n"}, {"path": "/x\n"}, {"path": 7}, {"query": ["a"]}])
 def test_a_malformed_request_head_is_a_clean_refusal(world: World, head: dict[str, Any]) -> None:
     with pytest.raises(EnclaveRefused) as refused:
-        world.clients["alice"]._call("http", _chunk(final=True, **head))
+        world.clients["alice"].call(Raw("http", _chunk(final=True, **head)))
     assert refused.value.code == "bad_request"
 
 
@@ -100,18 +101,18 @@ def test_a_party_starting_more_uploads_than_allowed_is_refused(
     settings = EnclaveSettings(limits=Limits(max_uploads_per_party=1))
     world = make_world(tmp_path, all_keys, dev_ca, measurements, settings=settings, document=_two_tables(all_keys))
     alice = world.clients["alice"]
-    assert alice._call("upload", _first_chunk("alice.employees")) == {"received": 0}
+    assert alice.call(Raw("upload", _first_chunk("alice.employees"))) == {"received": 0}
     with pytest.raises(EnclaveRefused) as refused:
-        alice._call("upload", _first_chunk("alice.extra"))
+        alice.call(Raw("upload", _first_chunk("alice.extra")))
     assert refused.value.code == "too_many_uploads"
     # restarting the same table supersedes its upload: not one more
-    assert alice._call("upload", _first_chunk("alice.employees")) == {"received": 0}
+    assert alice.call(Raw("upload", _first_chunk("alice.employees"))) == {"received": 0}
     # making an upload fail ends it, and only then may another start
     with pytest.raises(EnclaveRefused):
-        alice._call("upload", {**_first_chunk("alice.employees"), "index": 5})
+        alice.call(Raw("upload", {**_first_chunk("alice.employees"), "index": 5}))
     receipt = alice.upload("employees", world.files["alice"])
     assert receipt.rows == 200
-    assert alice._call("upload", _first_chunk("alice.extra")) == {"received": 0}
+    assert alice.call(Raw("upload", _first_chunk("alice.extra"))) == {"received": 0}
 
 
 def test_failing_uploads_on_purpose_does_not_get_past_the_limit(
@@ -121,14 +122,14 @@ def test_failing_uploads_on_purpose_does_not_get_past_the_limit(
     world = make_world(tmp_path, all_keys, dev_ca, measurements, settings=settings, document=_two_tables(all_keys))
     alice = world.clients["alice"]
     started = _first_chunk("alice.employees")
-    alice._call("upload", started)
+    alice.call(Raw("upload", started))
     bogus = _first_chunk("alice.employees")  # refused before it starts: the first upload still runs
     with pytest.raises(EnclaveRefused):
-        alice._call("upload", {**bogus, "data": 5})
+        alice.call(Raw("upload", {**bogus, "data": 5}))
     with pytest.raises(EnclaveRefused):
-        alice._call("upload", {**bogus, "index": 1})  # a chunk of the upload that never started
+        alice.call(Raw("upload", {**bogus, "index": 1}))  # a chunk of the upload that never started
     with pytest.raises(EnclaveRefused) as refused:
-        alice._call("upload", _first_chunk("alice.extra"))
+        alice.call(Raw("upload", _first_chunk("alice.extra")))
     assert refused.value.code == "too_many_uploads"
 
 
@@ -160,18 +161,18 @@ def _replay_app(
     return http, client, clocks
 
 
-def _status(http: TestClient, client: EnclaveClient, clocks: _Clocks) -> tuple[bytes, Any]:
+def _status(client: EnclaveClient, clocks: _Clocks, alice: keys.PrivateKey) -> tuple[bytes, Any]:
+    """A status request signed by alice at the wall clock's time, kept to be sent again."""
     connection = client.connection or client.connect()
     time_ms = int(clocks.wall.timestamp() * 1000)
-    envelope, reply, request_id = seal_request(
-        connection.context, "status", "alice", client._identity, None, time_ms=time_ms
-    )
+    envelope, reply, request_id = seal_request(connection.context, "status", "alice", alice, None, time_ms=time_ms)
     return envelope, (connection, reply, request_id)
 
 
 def _send(http: TestClient, envelope: bytes, opener: Any) -> Any:
     connection, reply, request_id = opener
-    response: httpx.Response = http.post("/v1/status", content=envelope, headers={KEY_HEADER: connection.key_id})
+    headers = {ENCLAVE_KEY_HEADER: connection.key_id}
+    response: httpx.Response = http.post("/v1/status", content=envelope, headers=headers)
     return open_response(connection.context, reply, "status", request_id, response.content, connection.signing_key)
 
 
@@ -186,11 +187,12 @@ def test_a_replay_after_the_wall_clock_jumps_forward_then_back_is_still_refused(
 ) -> None:
     http, client, clocks = _replay_app(tmp_path, all_keys, dev_ca, measurements)
     client.connect()
-    envelope, opener = _status(http, client, clocks)
+    envelope, opener = _status(client, clocks, all_keys["alice"])
     assert _send(http, envelope, opener)["inputs"]
     clocks.wall += dt.timedelta(hours=1)  # the host moves the clock forward...
     assert _refusal(http, envelope, opener) == "stale"
-    assert _send(http, *_status(http, client, clocks))["inputs"]  # (a request then made the enclave tidy up)
+    again = _status(client, clocks, all_keys["alice"])
+    assert _send(http, *again)["inputs"]  # (a request then made the enclave tidy up)
     clocks.wall -= dt.timedelta(hours=1)  # ...and back: the request is in its window again
     assert _refusal(http, envelope, opener) == "replayed"
 
@@ -200,11 +202,11 @@ def test_a_replay_after_the_enclave_forgot_the_request_is_still_refused(
 ) -> None:
     http, client, clocks = _replay_app(tmp_path, all_keys, dev_ca, measurements)
     client.connect()
-    envelope, opener = _status(http, client, clocks)
+    envelope, opener = _status(client, clocks, all_keys["alice"])
     _send(http, envelope, opener)
     clocks.monotonic += 3600  # long enough that the id is forgotten; the wall clock was set back meanwhile
     clocks.wall += dt.timedelta(milliseconds=1)
-    fresh, fresh_opener = _status(http, client, clocks)
+    fresh, fresh_opener = _status(client, clocks, all_keys["alice"])
     assert _send(http, fresh, fresh_opener)["inputs"]  # an honest request still passes
     assert _refusal(http, envelope, opener) in {"stale", "replayed"}
 
@@ -217,7 +219,7 @@ def test_the_replay_memory_is_bounded_and_forgets_safely(
     sent = []
     for _ in range(10):
         clocks.wall += dt.timedelta(milliseconds=1)
-        envelope, opener = _status(http, client, clocks)
+        envelope, opener = _status(client, clocks, all_keys["alice"])
         _send(http, envelope, opener)
         sent.append((envelope, opener))
     service = http.app.state.enclave  # type: ignore[attr-defined]

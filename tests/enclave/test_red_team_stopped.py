@@ -27,6 +27,7 @@ from tests.enclave.red_team_world import (
     hr_staff,
     outcome,
 )
+from tests.raw_bodies import Raw
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +295,7 @@ def test_an_upload_in_progress_cannot_complete_after_its_table_froze(
     enclave.upload("hr", "staff", HR_CSV)
     first, rest = b"id,label,ref\n", b"boss,solo,-\n"
     upload = os.urandom(16)
-    mal._call("upload", {"upload": upload, "table": "mal.t", "index": 0, "final": False, "data": first})
+    mal.call(Raw("upload", {"upload": upload, "table": "mal.t", "index": 0, "final": False, "data": first}))
     released = mal.result("c").rows  # freezes mal.t and hr.staff
     final = {
         "upload": upload,
@@ -306,7 +307,7 @@ def test_an_upload_in_progress_cannot_complete_after_its_table_froze(
         "bytes": len(first + rest),
     }
     with pytest.raises(EnclaveRefused) as info:
-        mal._call("upload", final)
+        mal.call(Raw("upload", final))
     assert info.value.code == "frozen"
     assert mal.result("c").rows == released == [["team", 300_003.0]]
 

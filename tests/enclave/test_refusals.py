@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 
 from oblv_mpc import keys, manifest
 from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
-from oblv_mpc.client import KEY_HEADER, QUOTED_CHARS, EnclaveClient
+from oblv_mpc.client import QUOTED_CHARS, EnclaveClient
 from oblv_mpc.enclave import EnclaveService
 from oblv_mpc.errors import (
     EnclaveRefused,
@@ -26,14 +26,15 @@ from oblv_mpc.errors import (
     ProtocolError,
     UnauthenticatedAnswer,
 )
-from oblv_mpc.protocol.envelope import open_response, seal_request
+from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, open_response, seal_request
 from tests.enclave.conftest import World, session_document
+from tests.raw_bodies import Raw
 
 
 def _nothing_stored(world: World) -> None:
     status = world.client("carol").status()
     assert not any(entry["submitted"] for entry in status["inputs"].values()), status["inputs"]
-    assert not world.app.state.enclave.session._uploads
+    assert world.app.state.enclave.session.uploads_in_progress() == 0
 
 
 def _post(world: World, op: str, envelope: bytes) -> httpx.Response:
@@ -99,8 +100,8 @@ def test_replayed_upload_chunk_stores_nothing_more(world: World) -> None:
     replay = _post(world, "upload", envelope)
     with pytest.raises(EnclaveRefused, match="replay"):
         open_response(connection.context, reply, "upload", request_id, replay.content, connection.signing_key)
-    _nothing_stored_but_open = world.app.state.enclave.session.inputs
-    assert not _nothing_stored_but_open
+    assert not world.client("carol").status()["inputs"]["alice.employees"]["submitted"]
+    assert world.app.state.enclave.session.uploads_in_progress() == 1  # the first chunk's, and no other
 
 
 def test_stale_request_is_refused(world: World) -> None:
@@ -151,7 +152,7 @@ class _ChunkDriver:
 
             body["sha256"] = claim or hashlib.sha256(self.data).hexdigest()
             body["bytes"] = len(self.data)
-        return self.client._call("upload", body)
+        return self.client.call(Raw("upload", body))
 
 
 @pytest.mark.parametrize(
@@ -330,7 +331,7 @@ def test_frozen_inputs_cannot_be_replaced(world: World) -> None:
 
 
 def test_oversized_request_is_refused_before_reading(world: World) -> None:
-    limit = world.app.state.enclave.settings.max_envelope_bytes
+    limit = world.app.state.enclave.limits.max_envelope_bytes
     response = world.http.post(
         "/v1/upload", content=b"x" * (limit + 1), headers={"content-type": "application/octet-stream"}
     )
@@ -387,6 +388,9 @@ def test_requests_from_no_party_are_counted_not_recorded(world: World) -> None:
 # -- whose words: a refusal sealed and signed by the enclave, or anything else on the path ---------
 
 
+_FORWARDED = ("content-type", ENCLAVE_KEY_HEADER.lower())
+
+
 def _forger(world: World, forge: Callable[[httpx.Request], httpx.Response | None]) -> httpx.Client:
     """A client whose requests pass something on the path (a load balancer, the operator, an
     attacker) that answers some of them itself and forwards the rest to the real enclave app."""
@@ -400,7 +404,7 @@ def _forger(world: World, forge: Callable[[httpx.Request], httpx.Response | None
             request.url.path,
             params=request.url.params,
             content=request.content,
-            headers={k: v for k, v in request.headers.items() if k.lower() in ("content-type", KEY_HEADER.lower())},
+            headers={k: v for k, v in request.headers.items() if k.lower() in _FORWARDED},
         )
         return httpx.Response(
             real.status_code, headers={"content-type": real.headers["content-type"]}, content=real.content
@@ -501,3 +505,13 @@ def test_an_alias_bomb_sent_to_provision_is_refused_fast(dev_ca: DevelopmentCA, 
     assert response.status_code == 422
     assert "an anchor (&laugh0) is not allowed" in response.json()["detail"]["message"]
     assert http.get("/v1/info").status_code == 503  # still waiting for a real manifest
+
+
+def test_a_malformed_chunk_is_refused_by_name_recorded_and_starts_nothing(world: World) -> None:
+    body = {"upload": os.urandom(16), "table": "alice.employees", "index": "0", "final": True, "data": b"id\n"}
+    with pytest.raises(EnclaveRefused) as info:
+        world.clients["alice"].call(Raw("upload", body))
+    assert info.value.code == "bad_request" and "'index' must be a whole number" in info.value.reason
+    _nothing_stored(world)
+    refusals = [e.data for e in world.clients["bob"].transcript() if e.kind == "refusal"]
+    assert refusals == [{"party": "alice", "op": "upload", "code": "bad_request"}]  # the code, never the body

@@ -24,6 +24,7 @@ from oblv_mpc.errors import EnclaveRefused, InputDataError
 from oblv_mpc.limits import Limits
 from oblv_mpc.tables import CsvIngest, validate_file
 from tests.enclave.conftest import PARTIES, World, make_world, serve, session_document
+from tests.raw_bodies import Raw
 
 MiB = 1024 * 1024
 HEADER = b"id,level,salary\n"
@@ -123,7 +124,7 @@ def _chunk(client: EnclaveClient, upload_id: bytes, index: int, data: bytes, who
     body |= {"final": whole is not None, "data": data}
     if whole is not None:
         body |= {"sha256": hashlib.sha256(whole).hexdigest(), "bytes": len(whole)}
-    return client._call("upload", body)
+    return client.call(Raw("upload", body))
 
 
 def _submitted(world: World, party: str = "alice") -> dict[str, Any]:
@@ -143,7 +144,7 @@ def test_an_open_quote_before_8_mib_of_line_breaks_is_refused_in_linear_time(big
     assert isinstance(refused, InputDataError) and "line 2: a quoted field is never closed" in refused.message
     assert seconds < 6, f"8 MiB took {seconds:.2f}s"  # quadratic took hours; linear takes ~0.02 s
     assert not _submitted(big)["alice.employees"]["submitted"]
-    assert not big.app.state.enclave.session._uploads
+    assert big.app.state.enclave.session.uploads_in_progress() == 0
 
 
 def test_the_same_line_breaks_closed_by_a_quote_are_one_value_accepted_in_linear_time(big: World) -> None:
@@ -220,7 +221,7 @@ def test_a_chunk_sent_while_the_previous_one_is_checked_discards_the_upload(
     assert "discarded (chunk 1 arrived while chunk 0 was being checked)" in late.reason
     with pytest.raises(EnclaveRefused, match="not in progress"):
         _chunk(alice, upload_id, 1, data[100:], whole=data)
-    assert not world.app.state.enclave.session._uploads
+    assert world.app.state.enclave.session.uploads_in_progress() == 0
     assert not _submitted(world)["alice.employees"]["submitted"]
 
 
@@ -260,7 +261,7 @@ def test_a_table_frozen_while_its_last_chunk_is_checked_is_not_replaced(
     assert isinstance(late, EnclaveRefused) and late.code == "frozen"
     entry = _submitted(world)["alice.employees"]
     assert entry["frozen"] and entry["sha256"] == first["alice"].sha256
-    assert not world.app.state.enclave.session._uploads
+    assert world.app.state.enclave.session.uploads_in_progress() == 0
 
 
 def test_an_upload_whose_chunk_is_being_checked_is_not_idle(

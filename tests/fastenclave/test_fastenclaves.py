@@ -27,6 +27,7 @@ from oblv_mpc.fastenclave import CallingParty
 from oblv_mpc.proxy import Proxy
 from oblv_mpc.relay import RecordingRelay
 from tests.fastenclave.conftest import LOCAL, PARTIES, ROOT, manifest_of, start_enclave
+from tests.raw_bodies import Raw
 
 
 @contextlib.contextmanager
@@ -273,12 +274,12 @@ def test_unfinished_requests_are_dropped_when_idle(party_keys: dict[str, keys.Pr
     app = create_app(loaded, service.attestor, service=service)
     client = EnclaveClient(TestClient(app), loaded, party_keys["alice"], ca.policy(measure()), clock=lambda: now[0])
     body = {"stream": os.urandom(16), "index": 0, "final": False, "data": b"x" * 1000, "method": "POST", "path": "/x"}
-    assert client._call("http", body) == {"received": 0}
-    assert len(service._http) == 1
+    assert client.call(Raw("http", body)) == {"received": 0}
+    assert service.http_requests.in_progress("alice") == 1
     now[0] += dt.timedelta(seconds=61)
     other = {**body, "stream": os.urandom(16)}
-    client._call("http", other)
-    assert list(service._http) == [other["stream"]]  # the idle one is gone
+    client.call(Raw("http", other))
+    assert service.http_requests.in_progress("alice") == 1  # the idle one is gone: only the new one is left
 
 
 def test_the_psi_example_takes_one_list_per_party(party_keys: dict[str, keys.PrivateKey]) -> None:

@@ -1,0 +1,100 @@
+"""The enclave's signed statements about a party's requests, as the client reads them.
+
+A receipt (the answer to an upload's final chunk) and a result (a computation's release) are
+statements signed by the enclave's attested signing key; the client checks the signature
+(:func:`oblv_mpc.protocol.envelope.verify_statement`), then, here, that each says what this
+party asked for: its own table, the bytes it sent, a commitment it can open; the computation it
+asked for, in this session.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from oblv_mpc.errors import ProtocolError
+from oblv_mpc.manifest import Manifest
+from oblv_mpc.protocol.commitment import commit
+from oblv_mpc.protocol.messages import Digest
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The enclave's signed acknowledgement of an upload."""
+
+    party: str
+    table: str
+    rows: int
+    size: int
+    sha256: str
+    statement: dict[str, Any]
+    signed: dict[str, bytes]
+    commitment: str = ""  # what the other parties see of this input
+    salt: str = ""  # reveal it with the SHA-256 to prove what was used (oblv_mpc.protocol.commitment)
+    replaced: bool = False  # this upload replaced an earlier one of the same table
+
+
+@dataclass(frozen=True)
+class Result:
+    """A computation's result, with the enclave's signature over it."""
+
+    computation: str
+    columns: list[tuple[str, str]]
+    rows: list[list[Any]]
+    suppressed_groups: int | None  # None: the owners' rules do not let the result say
+    rules: dict[str, Any]
+    inputs: dict[str, str]
+    statement: dict[str, Any]
+    signed: dict[str, bytes]
+
+
+def read_receipt(
+    statement: dict[str, Any], signed: dict[str, bytes], manifest: Manifest, party: str, table: str, sent: Digest
+) -> Receipt:
+    """The receipt for ``party``'s upload of ``table``, if the verified statement is that receipt."""
+    expected = {"party": party, "table": table, "sha256": sent.sha256, "bytes": sent.size}
+    for name, value in expected.items():
+        if statement.get(name) != value:
+            raise ProtocolError(f"the receipt's {name} is {statement.get(name)!r}, expected {value!r}")
+    salt = statement.get("salt")
+    try:
+        committed = commit(
+            session=manifest.session,
+            manifest_sha256=manifest.hash,
+            table=table,
+            salt=bytes.fromhex(salt) if isinstance(salt, str) else b"",
+            sha256=sent.sha256,
+        )
+    except ValueError:
+        raise ProtocolError("the receipt carries no valid commitment salt") from None
+    if statement.get("commitment") != committed:
+        raise ProtocolError("the receipt's commitment does not match its salt and your data's SHA-256")
+    return Receipt(
+        party,
+        table,
+        int(statement["rows"]),
+        sent.size,
+        sent.sha256,
+        statement,
+        signed,
+        commitment=committed,
+        salt=str(salt),
+        replaced=statement.get("replaced") is True,
+    )
+
+
+def read_result(statement: dict[str, Any], signed: dict[str, bytes], manifest: Manifest, computation: str) -> Result:
+    """The result of ``computation`` in this session, if the verified statement is that result."""
+    if statement.get("computation") != computation or statement.get("manifest") != manifest.hash:
+        raise ProtocolError("the result is for another computation or session")
+    suppressed = statement.get("suppressed_groups")
+    return Result(
+        computation=computation,
+        columns=[(str(n), str(t)) for n, t in statement["columns"]],
+        rows=statement["rows"],
+        suppressed_groups=None if suppressed is None else int(suppressed),
+        rules=dict(statement["rules"]),
+        inputs=dict(statement["inputs"]),
+        statement=statement,
+        signed=signed,
+    )

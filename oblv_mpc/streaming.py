@@ -1,0 +1,66 @@
+"""The sending side of a chunked stream: bytes in pieces of any size -> framed chunks, in order.
+
+:func:`frames` cuts a stream's bytes into chunks of ``chunk_bytes`` (the last one shorter, or
+empty for an empty stream), numbers them from 0, marks the last one final (it reads one piece
+ahead to know), and gives the last one the :class:`~oblv_mpc.protocol.messages.Digest` of all
+the bytes. :func:`ahead` runs such an iterator (reading, hashing, sealing, signing) one item
+ahead in a worker thread, so that this work overlaps with sending the previous chunk. At most
+two chunks and one sealed envelope are in memory, however long the stream.
+:meth:`oblv_mpc.client.EnclaveClient.send_stream` puts them together; uploads and the proxy's
+FastEnclaves requests both go through it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from oblv_mpc.protocol.messages import Digest, Frame
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A stream that went through: the (verified, decoded) answer to its final chunk, and its digest."""
+
+    answer: Any
+    digest: Digest
+
+
+def frames(stream_id: bytes, pieces: Iterable[bytes], chunk_bytes: int) -> Iterator[tuple[Frame, Digest | None]]:
+    """The chunks of a stream, each with the stream's digest if it is the last one."""
+    source = iter(pieces)
+    buffer = bytearray()
+    exhausted = False
+    digest = hashlib.sha256()
+    size = 0
+    index = 0
+    while True:
+        while not exhausted and len(buffer) <= chunk_bytes:  # one byte past the chunk: is there more?
+            piece = next(source, None)
+            if piece is None:
+                exhausted = True
+            else:
+                buffer += piece
+        data = bytes(buffer[:chunk_bytes])
+        del buffer[:chunk_bytes]
+        final = exhausted and not buffer
+        digest.update(data)
+        size += len(data)
+        yield Frame(stream_id, index, final, data), Digest(digest.hexdigest(), size) if final else None
+        if final:
+            return
+        index += 1
+
+
+def ahead(items: Iterator[T]) -> Iterator[T]:
+    """Produce the next item in a worker thread while the caller uses the current one."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        pending = worker.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = worker.submit(next, items, None)
+            yield item
