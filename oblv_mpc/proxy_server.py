@@ -17,7 +17,6 @@ from pathlib import Path
 
 from oblv_mpc.client import EnclaveClient
 from oblv_mpc.enclave.server import listen, serve_forever, url_of
-from oblv_mpc.errors import UsageError
 from oblv_mpc.proxy import Proxy, listen_unix
 
 LOOPBACK = "127.0.0.1"
@@ -48,12 +47,7 @@ def listening(*, port: int | None = None, unix_socket: Path | None = None) -> It
         finally:
             listener.close()
         return
-    try:
-        sock = listen(LOOPBACK, port or 0)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot listen on {LOOPBACK}:{port}: {exc.strerror or exc}", hint="choose another --lport (0: any)"
-        ) from None
+    sock = listen(LOOPBACK, port or 0, option="--lport")
     with sock:
         yield ProxyListener(sock, url_of(sock), None)
 

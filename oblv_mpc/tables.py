@@ -414,3 +414,5 @@ def validate_file(path: Path, table: InputTable, *, block: int = READ_BLOCK) -> 
         return ingest.finish()
     except OSError as exc:
         raise InputDataError(f"{path}: cannot read ({exc.strerror})") from None
+    except InputDataError as exc:  # the check ran here, before anything was sent
+        raise InputDataError(exc.message, hint="fix the file and submit it again; nothing was sent") from None

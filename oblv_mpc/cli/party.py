@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from oblv_mpc import manifest, profile
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.cli._profile import JSON, PROFILE, connected
 from oblv_mpc.client import Result
-from oblv_mpc.errors import UsageError
+from oblv_mpc.errors import EnclaveRefused, EnclaveUnreachable, UsageError
 from oblv_mpc.privacy_ledger import PrivacyLedger, check_new_instance
 
 
@@ -64,9 +65,21 @@ def submit(
             allow_fresh_budget=allow_fresh_privacy_budget,
             warn=warn,
         )
+        if client.status()["inputs"][qualified]["frozen"]:  # no progress bar for an upload bound to be refused
+            raise EnclaveRefused(
+                "frozen",
+                f"{qualified} is frozen: a computation over it was already attempted; nothing was sent",
+                hint="a frozen table cannot be replaced in this session",
+            )
         with _progress() as progress:
             task = progress.add_task(f"uploading {file.name}", total=summary.size)
-            receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
+            try:
+                receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
+            except EnclaveUnreachable as exc:
+                raise EnclaveUnreachable(
+                    f"the upload was cut off: {exc.message}; the enclave keeps nothing of an unfinished upload",
+                    hint="when the enclave answers again, run `mpc connect` (it may have restarted) and submit again",
+                ) from None
     assert client.connection is not None
     record = {
         "receipt": {k: v for k, v in receipt.statement.items()},
@@ -191,6 +204,7 @@ def fetch(
     """Fetch a result you may read: decrypted here, its enclave signature checked, shown and saved."""
     if fmt not in ("csv", "json"):
         raise UsageError(f"--format {fmt!r}: expected csv or json")
+    _check_readable(profile_dir, name)  # before any connection: a typo needs no enclave
     with connected(profile_dir) as (client, _):
         result = client.result(name)
     if output is not None:
@@ -209,10 +223,27 @@ def fetch(
             }
         )
         return
-    preview(result)
+    preview(result, saved_to=output)
 
 
-def preview(result: Result, limit: int = 20) -> None:
+def _check_readable(profile_dir: Path, name: str) -> None:
+    """Refuse, locally, a computation the manifest does not have or this party may not read."""
+    saved = profile.Profile.load(profile_dir)
+    agreed = manifest.load(Path(saved.manifest))
+    mine = sorted(c.name for c in agreed.readable_by(saved.party))
+    if name not in agreed.computations:
+        raise UsageError(
+            f"{name!r} is not a computation of session {agreed.session}",
+            hint=f"you may fetch: {', '.join(mine) or 'nothing (you read no computation)'}",
+        )
+    if name not in mine:
+        raise UsageError(
+            f"{saved.party} is not a reader of {name} in the manifest every party agreed to",
+            hint=f"you may fetch: {', '.join(mine) or 'nothing'}",
+        )
+
+
+def preview(result: Result, limit: int = 20, *, saved_to: Path | None = None) -> None:
     """A result as a table: the first rows, and what the release rules suppressed."""
     table = Table(
         title=plain(result.computation), title_justify="left", caption="signed by the enclave", caption_justify="left"
@@ -226,7 +257,8 @@ def preview(result: Result, limit: int = 20) -> None:
         table.add_row(*[plain(_cell(v)) for v in row])
     out.print(table)
     if len(result.rows) > limit:
-        out.print(styled("[dim]... {more} more rows (use --out FILE)[/]", more=f"{len(result.rows) - limit:,}"))
+        where = f"all of them are in {saved_to}" if saved_to is not None else "use --out FILE for all of them"
+        out.print(styled("[dim]... {more} more rows ({where})[/]", more=f"{len(result.rows) - limit:,}", where=where))
     if result.rules.get("min_distinct"):
         out.print(plain(f"released under the owners' rules{_suppressed(result.suppressed_groups)}"))
 
@@ -236,6 +268,11 @@ def _short(value: Any) -> str:
         return "{" + ", ".join(f"{k}: {_short(v)}" for k, v in sorted(value.items())) + "}"
     text = str(value)
     return text if len(text) <= 20 else text[:12] + "..."
+
+
+def _iso(time_ms: int) -> str:
+    """An event's time (the enclave's clock, ms since the epoch) as ISO 8601 in UTC."""
+    return dt.datetime.fromtimestamp(time_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
 def _cell(value: Any) -> str:
@@ -250,15 +287,18 @@ def transcript(profile_dir: Path = PROFILE, as_json: bool = JSON) -> None:
         events = client.transcript()
     if as_json:
         print_json(
-            [{"seq": e.seq, "time": e.time_ms, "kind": e.kind, "data": e.data, "hash": e.hash.hex()} for e in events]
+            [
+                {"seq": e.seq, "time": _iso(e.time_ms), "kind": e.kind, "data": e.data, "hash": e.hash.hex()}
+                for e in events
+            ]
         )
         return
     table = Table(title=f"transcript ({len(events)} events, chain verified)", title_justify="left")
-    for heading in ("#", "event", "details", "hash"):
+    for heading in ("#", "time (UTC)", "event", "details", "hash"):
         table.add_column(heading)
     for e in events:
         details = ", ".join(f"{k}={_short(v)}" for k, v in sorted(e.data.items()) if v is not None)
-        table.add_row(str(e.seq), plain(e.kind), plain(details), e.hash.hex()[:12])
+        table.add_row(str(e.seq), _iso(e.time_ms), plain(e.kind), plain(details), e.hash.hex()[:12])
     out.print(table)
 
 

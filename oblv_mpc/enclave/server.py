@@ -9,6 +9,7 @@ in-flight byte budget are the app's (:mod:`oblv_mpc.enclave.bodies`).
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import threading
@@ -18,20 +19,32 @@ from types import TracebackType
 import uvicorn
 from starlette.types import ASGIApp
 
+from oblv_mpc.errors import UsageError
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (port 0: any free port)."""
+def listen(host: str, port: int, *, option: str = "--port") -> socket.socket:
+    """A listening TCP socket on ``host:port`` (port 0: any free port).
+
+    A port that is taken (or may not be used) raises :class:`~oblv_mpc.errors.UsageError` naming
+    it and ``option``, the flag that chooses another; no socket is left behind.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         sock.listen(128)
-    except OSError:
-        sock.close()  # a port that is taken leaves no socket behind
-        raise
+    except OSError as exc:
+        sock.close()
+        in_use = exc.errno == errno.EADDRINUSE
+        why = "something else is listening there" if in_use else str(exc.strerror)
+        raise UsageError(
+            f"cannot listen on {host}:{port}: {why}",
+            hint=f"stop the other program, or choose another {option} (0: any free port)"
+            if in_use
+            else f"choose another {option}, or another address",
+        ) from None
     return sock
 
 

@@ -87,6 +87,7 @@ def test_a_file_that_breaks_the_schema_is_refused_before_anything_is_sent(world:
     done = party(world.mpc, world.root, "alice", "submit", "bad.csv", "--table", "people")
     assert done.returncode == 3 and "line 2, column age: expected integer, found 'old'" in done.stderr
     assert "uploading" not in done.stderr
+    assert "nothing was sent" in done.stderr and "kept" not in done.stderr  # the check ran here (row 26)
 
 
 def test_a_table_that_is_not_yours_is_refused(world: World) -> None:
@@ -100,8 +101,37 @@ def test_a_result_whose_inputs_are_missing_is_not_ready(world: World) -> None:
 
 
 def test_a_party_that_is_no_reader_is_refused_the_result(world: World) -> None:
-    done = party(world.mpc, world.root, "bob", "fetch", "ages")
-    assert done.returncode == 7 and "not a reader of ages" in done.stderr
+    done = party(world.mpc, world.root, "bob", "fetch", "ages")  # refused here; the enclave would too
+    assert done.returncode == 2 and "not a reader of ages" in done.stderr and "you may fetch: overlap" in done.stderr
+
+
+def test_fetching_a_computation_the_manifest_lacks_lists_those_there_are(world: World) -> None:
+    """Row 30: `fetch nosuch` went to the enclave and exited 7."""
+    done = party(world.mpc, world.root, "alice", "fetch", "nosuch")
+    assert done.returncode == 2
+    assert "'nosuch' is not a computation of session s" in done.stderr
+    assert "you may fetch: ages, overlap" in done.stderr
+
+
+def test_serving_on_a_port_in_use_says_so_in_one_line(world: World) -> None:
+    """Row 9: `enclave serve` on a busy port was a traceback (OSError: [Errno 98])."""
+    done = world.mpc("enclave", "serve", "--manifest", "sessions/s.yaml", "--port", str(world.server.port))
+    assert done.returncode == 2, done.stderr
+    assert f"cannot listen on 127.0.0.1:{world.server.port}: something else is listening there" in done.stderr
+    assert "choose another --port" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_transcript_shows_iso_times(world: World) -> None:
+    """Row 23: no time column; JSON had milliseconds since the epoch."""
+    import json
+    import re
+
+    done = party(world.mpc, world.root, "alice", "transcript", "--json")
+    assert done.returncode == 0, done.stderr
+    times = [event["time"] for event in json.loads(done.stdout)]
+    assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", t) for t in times)
+    table = party(world.mpc, world.root, "alice", "transcript")
+    assert "time (UTC)" in table.stdout and times[0][:19] in table.stdout
 
 
 def test_an_enclave_restarted_since_connect_is_refused_with_what_to_do(world: World) -> None:
@@ -133,3 +163,21 @@ def test_an_enclave_that_is_not_running_is_unreachable(world: World) -> None:
 def test_connect_to_an_address_where_nothing_listens_is_unreachable(world: World) -> None:
     done = connect(world.mpc, world.root, world.server, "carol", url=f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 6 and "Traceback" not in done.stderr
+
+
+def test_submitting_to_a_frozen_table_is_refused_before_any_bar(tmp_path: Path) -> None:
+    """Row 22: a submit to a frozen table showed a dead progress bar `0.0/215.8 kB`."""
+    root = build_workspace(tmp_path)
+    mpc = runner_in(root)
+    server = start_server(root)
+    try:
+        for name in ("alice", "bob", "carol"):
+            assert connect(mpc, root, server, name).returncode == 0
+            assert party(mpc, root, name, "submit", "people.csv", "--table", "people").returncode == 0
+        assert party(mpc, root, "alice", "fetch", "overlap").returncode == 0  # the inputs freeze
+        done = party(mpc, root, "alice", "submit", "people.csv", "--table", "people")
+    finally:
+        server.stop()
+    assert done.returncode == 7, done.stderr
+    assert "alice.people is frozen" in done.stderr and "nothing was sent" in done.stderr
+    assert "uploading" not in done.stderr

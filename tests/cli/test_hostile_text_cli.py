@@ -143,10 +143,13 @@ def test_fetch_json_gives_the_exact_values_in_ascii(cli: Any, session: Session) 
 def test_a_refusal_quoting_markup_is_shown_literally(cli: Any, session: Session) -> None:
     profile = session.connect(cli, "alice")
     name = "[/evil][link=http://x]y[/link]\x1b[2K"
-    done = cli("fetch", name, "--profile", str(profile), env=ENV)
+    done = cli("compute", name, "--profile", str(profile), env=ENV)
     assert done.exit_code == 7  # the enclave's sealed refusal, quoting the name it was asked for
     assert "refused by the enclave: '[/evil][link=http://x]y[/link]\\x1b[2K' is not a computation" in done.output
     assert "\x1b" not in done.output
+    fetched = cli("fetch", name, "--profile", str(profile), env=ENV)  # refused here, quoting it too
+    assert fetched.exit_code == 2 and "'[/evil][link=http://x]y[/link]\\x1b[2K' is not a computation" in fetched.output
+    assert "\x1b" not in fetched.output
 
 
 def test_a_csv_error_quoting_hostile_data_is_shown_escaped(cli: Any, session: Session) -> None:
@@ -159,7 +162,7 @@ def test_a_csv_error_quoting_hostile_data_is_shown_escaped(cli: Any, session: Se
     assert "invalid input data" in done.output and "\x1b" not in done.output
     assert '"[/evil]\\x1b[2K\\n  hint: the enclave is fine, run curl x | sh",extra' in done.output
     assert [line for line in done.output.splitlines() if line.startswith("  hint:")] == [
-        "  hint: fix the file and submit it again; nothing of this upload was kept"
+        "  hint: fix the file and submit it again; nothing was sent"
     ]
 
 
@@ -193,3 +196,18 @@ def test_a_forged_refusal_is_reported_as_an_unauthenticated_answer(cli: Any, ses
     assert "refused by the enclave" not in done.output
     assert "it says: forbidden: [bold red]banned[/] \\x1b[2Kfor ever\\nhint: pay" in done.output
     assert "\x1b" not in done.output
+
+
+def test_a_long_result_saved_with_o_says_where_the_rest_is(capsys: pytest.CaptureFixture[str]) -> None:
+    """Row 21: `fetch x -o months.csv` said '... 3 more rows (use --out FILE)' although -o was given."""
+    from pathlib import Path
+
+    from oblv_mpc.cli.party import preview
+    from oblv_mpc.client import Result
+
+    result = Result("months", [("m", "BIGINT")], [[i] for i in range(23)], None, {}, {}, {}, {})
+    preview(result, saved_to=Path("months.csv"))
+    shown = capsys.readouterr().out
+    assert "3 more rows (all of them are in months.csv)" in shown and "--out" not in shown
+    preview(result)
+    assert "3 more rows (use --out FILE for all of them)" in capsys.readouterr().out
