@@ -28,6 +28,7 @@ class Shape(enum.StrEnum):
     AGGREGATE = "aggregate"  # one row per group: thresholds apply
     LIST = "list"  # values released one by one (a set intersection): list columns only
     DP = "dp"  # differentially private aggregates over public groups: no threshold, owners must allow dp
+    SYNTHETIC = "synthetic"  # a DP synthetic table: owners must allow dp and show its columns (dimensions)
     OPAQUE = "opaque"  # SQL whose shape cannot be analysed: unrestricted tables only
 
 
@@ -100,6 +101,11 @@ def judge(usage: Usage, tables: Mapping[str, InputTable], path: str, problems: P
                     path,
                     f"a differentially private release needs one row per privacy unit: {owner}'s unit "
                     f"{rules.unit!r} must be its key (key: [{rules.unit}])",
+                )
+        elif usage.shape is Shape.SYNTHETIC:
+            if not rules.allow_dp:
+                problems.add(
+                    path, f"a differentially private synthetic release may not read {owner}: its owner has no allow_dp"
                 )
         elif usage.shape is Shape.AGGREGATE:
             counted.append(index)
