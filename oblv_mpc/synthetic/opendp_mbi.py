@@ -3,7 +3,7 @@
 Both go through OpenDP's release path: a ``Context.compositor`` over the bounded, domain-mapped
 rows, with ``privacy_unit=unit_of(contributions=k)`` (k: the bound the enclave enforced) and
 ``privacy_loss=loss_of(epsilon=ε)``, one ``contingency_table`` query whose keys are the declared
-domain of every column, then ``ContingencyTable.synthesize(rows)``. The accounting is OpenDP's:
+domain of every column, then ``ContingencyTable.synthesize(rows, method="sample")``. The accounting is OpenDP's:
 the privacy loss reported is the measurement's own ``map(k)``, at most ε. With keys for every
 column OpenDP uses pure ε-DP (Laplace noise) and spends no budget on discovering keys
 (opendp/extras/mbi/_table/__init__.py, ``make_contingency_table``).
@@ -119,7 +119,10 @@ class _Mbi:
         progress(0.15, f"{self.name}: measuring marginals with noise and fitting the model (OpenDP)")
         table = query.release()
         progress(0.85, f"{self.name}: sampling {request.rows:,} rows")
-        synthetic = table.synthesize(request.rows)
+        # "sample" draws rows from the fitted model. The default, "round", gave joint distributions
+        # far from the model's own (mean 2-way TVD 0.088 against 0.011 on 20k census rows at
+        # epsilon 1, with mbi 1.1.0): its rows match every 1-way marginal but pair values badly.
+        synthetic = table.synthesize(request.rows, method="sample")
         mechanism = f"{self.name.upper()} (OpenDP {self.version}), Laplace noise, pure epsilon-DP"
         return Synthesized(synthetic.select(columns).to_arrow(), spent, mechanism)
 
