@@ -22,6 +22,7 @@ import binascii
 import datetime as dt
 import hashlib
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from oblv_mpc.errors import (
     NotReady,
     PolicyError,
     ProtocolError,
+    StillRunning,
     UnauthenticatedAnswer,
     UsageError,
 )
@@ -435,9 +437,15 @@ class EnclaveClient:
         return answer
 
     def result(self, computation: str) -> Result:
-        """Fetch, verify and decode a computation's result."""
+        """Fetch, verify and decode a computation's result (:class:`StillRunning` while it is generated)."""
         answer = self._call("result", {"computation": computation})
         assert self.connection is not None
+        running = answer.get("running") if isinstance(answer, dict) else None
+        if isinstance(running, dict):
+            progress, stage = running.get("progress"), running.get("stage")
+            if not isinstance(progress, int | float) or isinstance(progress, bool) or not isinstance(stage, str):
+                raise ProtocolError("malformed progress report")
+            raise StillRunning(computation, min(max(float(progress), 0.0), 1.0), stage[:200])
         signed = answer.get("result") if isinstance(answer, dict) else None
         statement = verify_statement(self.connection.signing_key, signed, "result", limits=self.limits)
         if statement.get("computation") != computation or statement.get("manifest") != self.manifest.hash:
@@ -455,6 +463,23 @@ class EnclaveClient:
             statement=statement,
             signed=signed,
         )
+
+    def wait_for_result(
+        self,
+        computation: str,
+        *,
+        on_progress: Callable[[float, str], None] | None = None,
+        poll_s: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Result:
+        """:meth:`result`, asked again every ``poll_s`` seconds while the enclave is generating it."""
+        while True:
+            try:
+                return self.result(computation)
+            except StillRunning as running:
+                if on_progress is not None:
+                    on_progress(running.progress, running.stage)
+                sleep(poll_s)
 
     def transcript(self) -> list[Event]:
         """The session's event log, every link and the signed head verified."""

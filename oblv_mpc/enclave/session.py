@@ -27,12 +27,15 @@ from oblv_mpc import keys
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.engine import Engine, RunFailed
 from oblv_mpc.enclave.settings import EnclaveSettings
+from oblv_mpc.enclave.synthesis import Start, Synthesis, on_thread
 from oblv_mpc.errors import EnclaveRefused, InputDataError, NotReady
 from oblv_mpc.manifest import InputTable, Manifest, Role
 from oblv_mpc.manifest.rules import Withheld
 from oblv_mpc.protocol.commitment import SALT_BYTES, commit
 from oblv_mpc.protocol.envelope import sign_statement
 from oblv_mpc.protocol.transcript import GENESIS, Event, make_event
+from oblv_mpc.synthetic import registry as synthesizers
+from oblv_mpc.synthetic.run import Release
 from oblv_mpc.tables import CsvIngest
 
 Clock = Callable[[], dt.datetime]
@@ -98,7 +101,12 @@ class Session:
         instance: bytes,
         settings: EnclaveSettings,
         clock: Clock,
+        *,
+        registry: synthesizers.Registry = synthesizers.DEFAULT,
+        start: Start = on_thread,
     ) -> None:
+        # A synthesizer this image lacks, at the agreed version, is refused here: before any upload.
+        registry.check_manifest(manifest, source=f"manifest of session {manifest.session}")
         self.manifest = manifest
         self.engine = Engine(manifest, settings)
         self._signing = signing
@@ -114,6 +122,8 @@ class Session:
         self.epsilon_spent = 0.0
         self.unauthenticated_refusals = 0
         self.events: list[Event] = []
+        self.synthesizers = [{"name": s.name, "version": s.version} for s in registry.listed() if not s.unavailable]
+        self._synthesis = Synthesis(registry, self._lock, self._finish_synthetic, start)
         self._record("start", {"session": manifest.session, "manifest": manifest.hash, "instance": instance.hex()})
 
     # -- helpers -----------------------------------------------------------------------------
@@ -326,7 +336,10 @@ class Session:
             for name, computation in self.manifest.computations.items():
                 missing = self._missing(name)
                 outcome = self.results.get(name)
-                if outcome is None:
+                job = self._synthesis.running(name)
+                if job is not None:
+                    state = "running" if party in computation.readers else "attempted"
+                elif outcome is None:
                     state = "ready" if not missing else "waiting"
                 elif party not in computation.readers:
                     state = "attempted"  # released or withheld is for its readers to know
@@ -337,6 +350,7 @@ class Session:
                     "missing": missing,
                     "readers": list(computation.readers),
                     "you_may_read": party in computation.readers,
+                    **(job.report() if job is not None and state == "running" else {}),
                 }
             budget = self.manifest.privacy_budget
             return {
@@ -346,6 +360,7 @@ class Session:
                 "inputs": inputs,
                 "computations": computations,
                 "privacy": {"budget": budget["epsilon"] if budget else None, "spent": self.epsilon_spent},
+                "synthesizers": self.synthesizers,
             }
 
     def _check_reader(self, party: str, name: str) -> None:
@@ -410,19 +425,83 @@ class Session:
             {"computation": name, "epsilon": epsilon, "spent": self.epsilon_spent, "budget": budget["epsilon"]},
         )
 
+    # -- synthetic releases (oblv_mpc.enclave.synthesis) -----------------------------------------
+
+    def _synthetic_running(self, name: str) -> dict[str, Any] | None:
+        """A synthetic release's progress while it is generated (starting it on first ask); None once it ended.
+
+        Starting it does what every first attempt does, under the lock: inputs complete, budget
+        drawn once, inputs frozen, the attempt recorded; then the pooled rows are read, and
+        generation goes on in the background.
+        """
+        if name in self.results:
+            return None
+        job = self._synthesis.running(name)
+        if job is not None:
+            return job.report()
+        missing = self._missing(name)
+        if missing:
+            raise NotReady(f"{name} is waiting for {', '.join(missing)}", hint="try again when every input is in")
+        computation = self.manifest.computations[name]
+        self._spend(name, computation.epsilon)
+        self.frozen.update(computation.inputs)
+        self._record("attempt", {"computation": name, "inputs": self._commitments(name)})
+        try:
+            data = self.engine.pooled(computation)
+        except RunFailed as exc:
+            self.results[name] = Refusal(exc.code, f"{name}: {exc.reason}")
+            return None
+        return self._synthesis.start(computation, data).report()
+
+    def _commitments(self, name: str) -> dict[str, str]:
+        return {t: self.inputs[t].commitment for t in self.manifest.computations[name].inputs}
+
+    def _finish_synthetic(self, name: str, outcome: Release | str) -> None:
+        """Keep a generation's outcome: a signed result like every other, or a refusal (lock held)."""
+        if isinstance(outcome, str):
+            self.results[name] = Refusal("compute_failed", f"{name}: {outcome}")
+            return
+        computation = self.manifest.computations[name]
+        signed = self._statement(
+            "result",
+            computation=name,
+            columns=[list(c) for c in outcome.columns],
+            rows=outcome.rows,
+            suppressed_groups=None,
+            rules={**computation.rules, "dp": outcome.applied},
+            inputs=self._commitments(name),
+        )
+        self.results[name] = ResultRecord(signed, len(outcome.rows), None)
+
     def compute(self, party: str, body: Any) -> dict[str, Any]:
-        """Run a computation now (a reader of it may ask); idempotent once it ran."""
+        """Run a computation now (a reader of it may ask); idempotent once it ran.
+
+        A synthetic release starts in the background: the answer says how far it has come.
+        """
         name = body.get("computation") if isinstance(body, dict) else None
         with self._lock:
             self._check_reader(party, str(name))
+            if self.manifest.computations[str(name)].synthetic is not None:
+                running = self._synthetic_running(str(name))
+                if running is not None:
+                    return {"computation": name, "state": "running", **running}
             record = self._run(str(name))
-            return {"computation": name, "rows": record.rows, "suppressed_groups": record.suppressed_groups}
+            return {
+                "computation": name,
+                "state": "done",
+                "rows": record.rows,
+                "suppressed_groups": record.suppressed_groups,
+            }
 
     def result(self, party: str, body: Any) -> dict[str, Any]:
         """A computation's signed result, for its readers only (runs it on first fetch)."""
         name = body.get("computation") if isinstance(body, dict) else None
         with self._lock:
             self._check_reader(party, str(name))
+            if self.manifest.computations[str(name)].synthetic is not None:
+                running = self._synthetic_running(str(name))
+                if running is not None:  # asked again until it ends: no fetch event each time
+                    return {"running": running}
             if str(name) not in self.results:
                 self.results[str(name)] = self._attempt(str(name))
             self._record("fetch", {"computation": name, "party": party})  # released or refused alike

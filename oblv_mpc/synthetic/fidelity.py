@@ -5,11 +5,11 @@ synthetic table's domain, :func:`infer_domain`). For a set of k columns, the *ma
 share of rows holding each combination of their values (null is a value: missing or outside the
 domain).
 
-- **k-way marginal total-variation distance**: TVD(p, q) = ½ Σ |p(x) − q(x)| between the real and
+- **k-way marginal total-variation distance**: TVD(p, q) = ½ Σ |p(x) - q(x)| between the real and
   the synthetic k-way marginals, from 0 (identical) to 1 (disjoint), averaged (and the worst) over
   every set of k columns.
 - **k-marginal score** in the style of the NIST Collaborative Research Cycle (SDNist's
-  "k-marginal" metric): 1000 × (1 − mean TVD over the k-way marginals), so 1000 is a perfect
+  "k-marginal" metric): 1000 x (1 - mean TVD over the k-way marginals), so 1000 is a perfect
   match and 0 a disjoint one. SDNist samples 3-way marginals; here every one is used (at most
   :data:`MAX_SUBSETS`, then an even sample).
 - **per-column distributions**: each value's share in the real and the synthetic table.
