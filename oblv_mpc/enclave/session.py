@@ -102,9 +102,10 @@ class Session:
         settings: EnclaveSettings,
         clock: Clock,
         *,
-        registry: synthesizers.Registry = synthesizers.DEFAULT,
+        registry: synthesizers.Registry | None = None,
         start: Start = on_thread,
     ) -> None:
+        registry = registry or synthesizers.Registry()  # the plug-ins installed now, in the image
         # A synthesizer this image lacks, at the agreed version, is refused here: before any upload.
         registry.check_manifest(manifest, source=f"manifest of session {manifest.session}")
         self.manifest = manifest

@@ -1,4 +1,4 @@
-"""Two hospitals pooling patient records for a synthetic release: manifests and data."""
+"""Two hospitals pooling patient records for a synthetic release: manifests and data (tests only)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ import datetime as dt
 import random
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from oblv_mpc import keys
 
@@ -103,8 +101,3 @@ def admissions_csv(path: Path, hospital: str, patients: int, seed: int, *, visit
             lines.append(f"{hospital}-{i},{age},{sex},{diagnosis},{admitted.isoformat()}")
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-@pytest.fixture(scope="session")
-def hospital_keys() -> dict[str, keys.PrivateKey]:
-    return {name: keys.generate() for name in (*HOSPITALS, "mallory")}
