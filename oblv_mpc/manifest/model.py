@@ -240,6 +240,22 @@ class SyntheticSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     delta: float = 0.0
 
+    def describe(self) -> list[str]:
+        """The release in plain words (``mpc session show``)."""
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        lines = [
+            f"a differentially private synthetic table of {self.rows:,} rows by {self.synthesizer} {self.version}"
+            + (f" ({params})" if params else "")
+            + f", epsilon {self.epsilon:g} (pure DP)",
+            f"each privacy unit of each input contributes at most {self.max_rows_per_unit} row(s), "
+            "chosen at random by the enclave",
+        ]
+        for column in self.columns:
+            kind = "categories" if column.categories is not None else "bins"
+            values = ", ".join(str(v) for v in column.labels)
+            lines.append(f"{column.name} ({kind}): {values}, or missing")
+        return lines
+
     def canonical(self) -> dict[str, Any]:
         """The release as plain data (part of the manifest hash, attached to its signed result)."""
         return {

@@ -23,7 +23,12 @@ from oblv_mpc.enclave import create_app
 from oblv_mpc.errors import EnclaveRefused, ManifestError, NotReady, StillRunning
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.manifest.naming import unit_column
-from tests.synthetic.hospitals import AGE_BINS, DIAGNOSES, HOSPITALS, SEXES, admissions_csv, hospitals_document
+from oblv_mpc.synthetic.example import AGE_BINS, DIAGNOSES, HOSPITALS, SEXES, admissions_csv, hospitals_document
+
+
+def public(private: dict[str, keys.PrivateKey]) -> dict[str, str]:
+    return {name: keys.to_base64(key.public_key()) for name, key in private.items()}
+
 
 PLUGIN = Path(__file__).resolve().parents[1] / "synthetic" / "plugin"
 TABLE = "admissions"
@@ -74,7 +79,7 @@ def test_two_hospitals_receive_a_synthetic_table_over_exactly_the_declared_domai
     tmp_path: Path, hospital_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
     """The real MST: right columns, only declared values, the agreed row count, the budget charged once."""
-    m = manifest.from_data(hospitals_document(hospital_keys, rows=300))
+    m = manifest.from_data(hospitals_document(public(hospital_keys), rows=300))
     world = start(m, hospital_keys, dev_ca, measurements)
     upload_both(world, tmp_path, visits=2)
     results = {h: wait(world.clients[h]) for h in HOSPITALS}
@@ -108,7 +113,9 @@ def test_a_unit_with_more_rows_than_allowed_is_capped_before_any_synthesizer_see
     spy: Any,
 ) -> None:
     """A hospital whose patient has 50 admissions cannot weigh that patient 50 times."""
-    m = manifest.from_data(hospitals_document(hospital_keys, synthesizer="spy", version="1.0", max_rows_per_unit=2))
+    m = manifest.from_data(
+        hospitals_document(public(hospital_keys), synthesizer="spy", version="1.0", max_rows_per_unit=2)
+    )
     world = start(m, hospital_keys, dev_ca, measurements)
     upload_both(world, tmp_path, patients=30, visits=50)
     wait(world.clients["st_mary"])
@@ -125,7 +132,9 @@ def test_a_party_that_does_not_read_the_release_is_refused(
     measurements: Measurements,
     spy: Any,
 ) -> None:
-    m = manifest.from_data(hospitals_document(hospital_keys, synthesizer="spy", version="1.0", readers=["st_mary"]))
+    m = manifest.from_data(
+        hospitals_document(public(hospital_keys), synthesizer="spy", version="1.0", readers=["st_mary"])
+    )
     world = start(m, hospital_keys, dev_ca, measurements)
     upload_both(world, tmp_path)
     for ask in (world.clients["st_luke"].compute, world.clients["st_luke"].result):
@@ -144,7 +153,9 @@ def test_a_spent_budget_refuses_the_release(
     spy: Any,
 ) -> None:
     """Validation keeps every release within the budget; the enclave refuses anyway if one is not."""
-    m = manifest.from_data(hospitals_document(hospital_keys, synthesizer="spy", version="1.0", epsilon=1.0, budget=1.0))
+    m = manifest.from_data(
+        hospitals_document(public(hospital_keys), synthesizer="spy", version="1.0", epsilon=1.0, budget=1.0)
+    )
     computation = m.computations[COMPUTATION]
     assert computation.synthetic is not None
     greedy = dataclasses.replace(computation, synthetic=dataclasses.replace(computation.synthetic, epsilon=1.5))
@@ -165,7 +176,7 @@ def test_the_enclave_keeps_answering_while_it_generates_and_charges_once(
     measurements: Measurements,
     spy: Any,
 ) -> None:
-    m = manifest.from_data(hospitals_document(hospital_keys, synthesizer="spy", version="1.0"))
+    m = manifest.from_data(hospitals_document(public(hospital_keys), synthesizer="spy", version="1.0"))
     world = start(m, hospital_keys, dev_ca, measurements)
     upload_both(world, tmp_path)
     mary, luke = world.clients["st_mary"], world.clients["st_luke"]
@@ -202,7 +213,7 @@ def test_a_plugin_registered_through_an_entry_point_is_used(
     measurements: Measurements,
     spy: Any,
 ) -> None:
-    m = manifest.from_data(hospitals_document(hospital_keys, synthesizer="spy", version="1.0"))
+    m = manifest.from_data(hospitals_document(public(hospital_keys), synthesizer="spy", version="1.0"))
     world = start(m, hospital_keys, dev_ca, measurements)
     assert {"name": "spy", "version": "1.0"} in world.clients["st_mary"].status()["synthesizers"]
     upload_both(world, tmp_path)
@@ -228,7 +239,7 @@ def test_a_synthesizer_not_in_the_enclave_is_refused_before_any_upload(
     version: str,
     expected: str,
 ) -> None:
-    m = manifest.from_data(hospitals_document(hospital_keys, synthesizer=name, version=version))
+    m = manifest.from_data(hospitals_document(public(hospital_keys), synthesizer=name, version=version))
     with pytest.raises(ManifestError) as refused:
         create_app(m, SimulatedNsm(dev_ca, measurements))  # no enclave runs, so nothing can be uploaded
     assert expected in refused.value.message

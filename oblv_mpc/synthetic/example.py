@@ -1,4 +1,9 @@
-"""Two hospitals pooling patient records for a synthetic release: manifests and data (tests only)."""
+"""The worked example: two hospitals pool admissions for a synthetic table (``sessions/hospitals-synthetic.yaml``).
+
+Used by ``mpc demo --synthetic``, by the tests and to write the example manifest. The data is
+made up: ages drive diagnoses (children: asthma, fractures, flu; the old: diabetes), so a
+synthetic table has a real relation to keep, which independent columns would lose.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,6 @@ import datetime as dt
 import random
 from pathlib import Path
 from typing import Any
-
-from oblv_mpc import keys
 
 HOSPITALS = ("st_mary", "st_luke")
 DIAGNOSES = ["asthma", "diabetes", "fracture", "influenza", "other"]
@@ -25,7 +28,7 @@ PROTECTION = {
 
 
 def hospitals_document(
-    party_keys: dict[str, keys.PrivateKey],
+    public_keys: dict[str, str],
     *,
     epsilon: float = 1.0,
     budget: float = 1.0,
@@ -35,16 +38,15 @@ def hospitals_document(
     version: str = "0.16.0",
     max_rows_per_unit: int = 2,
 ) -> dict[str, Any]:
-    """The manifest of sessions/hospitals-synthetic.yaml, with keys and knobs of the test's choosing."""
+    """The manifest of sessions/hospitals-synthetic.yaml for these parties' base64 public keys."""
     tables = [f"{h}.admissions" for h in HOSPITALS]
     return {
         "version": 1,
         "session": "hospitals-synthetic",
+        "description": "Two hospitals pool their admissions; both receive a synthetic table with a differential "
+        "privacy guarantee for every patient, made from all rows together.",
         "privacy_budget": {"epsilon": budget},
-        "parties": {
-            h: {"public_key": keys.to_base64(party_keys[h].public_key()), "roles": ["contributor", "reader"]}
-            for h in HOSPITALS
-        },
+        "parties": {h: {"public_key": public_keys[h], "roles": ["contributor", "reader"]} for h in HOSPITALS},
         "inputs": {
             t: {
                 "columns": {
@@ -62,7 +64,8 @@ def hospitals_document(
         },
         "computations": {
             "admissions_synthetic": {
-                "description": "A synthetic table of both hospitals' admissions.",
+                "description": "A differentially private synthetic table of both hospitals' admissions, for "
+                "research neither hospital could do with its own patients alone.",
                 "synthetic": {
                     "inputs": tables,
                     "columns": {
@@ -84,7 +87,7 @@ def hospitals_document(
 
 def admissions_csv(path: Path, hospital: str, patients: int, seed: int, *, visits: int = 1) -> Path:
     """``patients`` patients, each admitted ``visits`` times: age drives diagnosis (a real correlation)."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - made-up example data, not secrets
     lines = ["patient_id,age,sex,diagnosis,admitted"]
     start = dt.date(2024, 1, 1)
     for i in range(patients):
