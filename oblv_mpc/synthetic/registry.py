@@ -6,7 +6,9 @@ A package adds a synthesizer by declaring, in its ``pyproject.toml``::
     my_synth = "my_package.module:MySynthesizer"
 
 where the object is a :class:`~oblv_mpc.synthetic.interface.Synthesizer` (an instance, or a class
-made without arguments). Only installed packages are found, so inside the enclave only code that
+made without arguments). MST and AIM are declared so in ``oblv_mpc``'s own ``pyproject.toml``, and
+are also built in (:data:`BUILT_IN`), for the enclave image, which runs ``oblv_mpc`` from its
+source rather than as an installed distribution. Only installed packages are found, so inside the enclave only code that
 is in the image, and so in its measurement (PCR0), can be used; there is no way to load one from
 a path or a manifest. A manifest names a synthesizer *and its version*: the enclave refuses, when
 the manifest is loaded and so before any upload, one it does not have at exactly that version
@@ -39,8 +41,17 @@ class Listed:
 EntryPoints = Callable[[], Iterable[importlib.metadata.EntryPoint]]
 
 
+BUILT_IN = (
+    importlib.metadata.EntryPoint("mst", "oblv_mpc.synthetic.opendp_mbi:MST", GROUP),
+    importlib.metadata.EntryPoint("aim", "oblv_mpc.synthetic.opendp_mbi:AIM", GROUP),
+)
+
+
 def _entry_points() -> Iterable[importlib.metadata.EntryPoint]:
-    return importlib.metadata.entry_points(group=GROUP)
+    """The installed entry points, and the built-in ones (an installed copy of a built-in counts once)."""
+    installed = list(importlib.metadata.entry_points(group=GROUP))
+    seen = {(e.name, e.value) for e in installed}
+    return installed + [e for e in BUILT_IN if (e.name, e.value) not in seen]
 
 
 class Registry:
