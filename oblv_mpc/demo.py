@@ -27,7 +27,7 @@ from oblv_mpc.enclave import create_app
 from oblv_mpc.enclave.server import ServerThread
 from oblv_mpc.errors import EnclaveRefused
 from oblv_mpc.manifest import Manifest
-from oblv_mpc.relay import RecordingRelay, csv_values
+from oblv_mpc.relay import RecordingRelay, csv_values, found_in
 
 PARTY_NAMES = ("alice", "bob", "carol")
 LEVELS = ("junior", "mid", "senior", "staff")
@@ -182,7 +182,8 @@ def run_session(setup: DemoSetup, say: Callable[[str], None], show: Callable[[st
             client.http.close()
     wire = bytes(relay.captured)
     secrets = csv_values(setup.data_files.values())
-    leaked = sum(1 for value in secrets if value in wire)
+    say(f"operator: searching the {len(wire):,} recorded bytes for the parties' {len(secrets):,} values...")
+    leaked = len(found_in(wire, secrets))
     say(
         f"operator: recorded {len(wire):,} bytes on the wire; of {len(secrets):,} values from the parties' files, "
         f"{leaked} appear in it"

@@ -169,7 +169,17 @@ def load_public_key(spec: str | Path) -> PublicKey:
     """A public key from a file path, or from its base64 form when no such file exists."""
     if isinstance(spec, Path) or is_existing_file(spec):
         return public_key_from_bytes(_read_bounded(Path(spec)), source=str(spec))
+    if _looks_like_a_path(str(spec)):
+        raise KeyFileError(
+            f"{spec}: no such file",
+            hint="give the path of the party's public key file (NAME_public.der), or its base64 line",
+        )
     return public_key_from_base64(str(spec), source="public key given as base64")
+
+
+def _looks_like_a_path(spec: str) -> bool:
+    """A file name rather than base64: a dot-suffix or a path separator base64 never has."""
+    return spec.endswith((".der", ".pem", ".pub", ".key")) or ("/" in spec and "." in spec.rsplit("/", 1)[-1])
 
 
 def is_existing_file(spec: str) -> bool:
@@ -207,9 +217,26 @@ def is_encrypted(path: Path) -> bool:
     return False
 
 
+def _is_public_key(data: bytes) -> bool:
+    """Whether ``data`` is a public key (SPKI or RSA PKCS#1): what a party passes by mistake."""
+    try:
+        public_key_from_bytes(data, source="")
+    except KeyFileError:
+        return False
+    return True
+
+
 def load_private_key(path: Path, *, passphrase: bytes | None = None) -> PrivateKey:
     """Load a private key file (PKCS#8 or RSA PKCS#1, DER or PEM), refusing unsafe modes."""
-    is_pem, data = _pem_or_der(_read_bounded(path))
+    raw = _read_bounded(path)
+    if _is_public_key(raw):
+        # Checked before the file mode: a public key may be world-readable, and "chmod 600"
+        # would be the wrong advice.
+        raise KeyFileError(
+            f"{path}: this is a public key; pass your private key",
+            hint="the file `mpc keygen NAME` wrote as NAME_private.der",
+        )
+    is_pem, data = _pem_or_der(raw)
     _check_permissions(path)
     try:
         if is_pem:

@@ -7,9 +7,10 @@ rows; the tests do the same. It forwards to a port on 127.0.0.1 only.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 
@@ -84,4 +85,36 @@ def csv_values(files: Iterable[Path], *, shortest: int = 6) -> set[bytes]:
         for line in path.read_bytes().splitlines()[1:]:
             found.add(line)
             found.update(field for field in line.split(b",") if len(field) >= shortest)
+    return found
+
+
+_PRINTABLE_RUN = re.compile(rb"[\x20-\x7e]{6,}")  # where plaintext ASCII could be, at least 6 bytes long
+
+
+def found_in(wire: bytes, values: Iterable[bytes], *, progress: Callable[[int, int], None] | None = None) -> set[bytes]:
+    """The ``values`` that occur in ``wire``, in time linear in the wire (not values x wire).
+
+    ASCII values can only occur inside runs of printable bytes, which are rare in ciphertext: those
+    runs are found by one regular-expression scan, and only their windows are looked up by prefix.
+    Values with other bytes (few: non-ASCII text) are searched for one by one. ``progress`` gets
+    (bytes scanned, total).
+    """
+    ascii_values: dict[bytes, list[bytes]] = {}
+    others = []
+    for value in set(values):
+        if len(value) >= 6 and value.isascii() and all(0x20 <= b <= 0x7E for b in value):
+            ascii_values.setdefault(value[:6], []).append(value)
+        else:
+            others.append(value)
+    found = {value for value in others if value in wire}
+    for run in _PRINTABLE_RUN.finditer(wire):
+        text = run.group()
+        for i in range(len(text) - 5):
+            for value in ascii_values.get(text[i : i + 6], ()):
+                if text.startswith(value, i):
+                    found.add(value)
+        if progress:
+            progress(run.end(), len(wire))
+    if progress:
+        progress(len(wire), len(wire))
     return found

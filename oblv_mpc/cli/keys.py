@@ -7,10 +7,10 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from oblv_mpc import keys
+from oblv_mpc import keys, manifest
 from oblv_mpc.cli._console import err, out, plain, print_json
 from oblv_mpc.cli._secrets import load_private_key, new_passphrase
-from oblv_mpc.errors import KeyFileError
+from oblv_mpc.errors import KeyFileError, UsageError
 
 key_app = typer.Typer(help="Inspect party keys.", no_args_is_help=True)
 
@@ -31,6 +31,9 @@ def keygen(
     """
     if not name or "/" in name or name.startswith("."):
         raise KeyFileError(f"{name!r} is not usable as a file name", hint="use a plain name such as alice")
+    problem = manifest.party_name_problem(name)
+    if problem is not None:  # refused now, not later by every manifest that names the party
+        raise UsageError(f"{name!r} cannot be a party's name: {problem}", hint="use a name such as alice or acme_eu")
     passphrase = new_passphrase() if encrypt else None
     private = keys.generate(key_type)
     files = keys.save_key_pair(private, out_dir, name, passphrase=passphrase, force=force)

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from oblv_mpc import keys, manifest
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
-from oblv_mpc.errors import UsageError
+from oblv_mpc.errors import ManifestError, UsageError
 from oblv_mpc.manifest import Computation, Manifest, Role
 from oblv_mpc.manifest.model import Release
 
@@ -80,7 +80,11 @@ def add_party(
 def add_input(
     file: Path = _FILE,
     table: str = typer.Argument(..., help="The table, as party.table."),
-    columns: list[str] = typer.Option(..., "--column", help="NAME:TYPE, e.g. salary:float; repeat per column."),
+    columns: list[str] = typer.Option(
+        ...,
+        "--column",
+        help="NAME:TYPE; repeat per column. TYPE: text, integer, float, boolean, date or timestamp.",
+    ),
     key: list[str] = typer.Option([], "--key", help="A key column; repeat for a composite key."),
     max_rows: int = typer.Option(manifest.DEFAULT_MAX_ROWS, "--max-rows", help="Most rows the table may have."),
     max_bytes: int = typer.Option(manifest.DEFAULT_MAX_BYTES, "--max-bytes", help="Largest upload, in bytes."),
@@ -244,11 +248,21 @@ def show(
     file: Path = _FILE,
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
-    """Show parties with fingerprints, inputs, and computations with the exact SQL each runs."""
-    loaded = manifest.load(file)
+    """Show parties with fingerprints, inputs, and computations with the exact SQL each runs.
+
+    A draft (valid so far, not yet complete) is shown too, under a banner saying what is missing.
+    """
+    missing: list[str] = []
+    try:
+        loaded = manifest.load(file)
+    except ManifestError as complete_error:
+        loaded = manifest.load(file, complete=False)  # still raises if the draft itself is invalid
+        missing = complete_error.problems
     if as_json:
-        print_json(_as_json(loaded))
+        print_json({**_as_json(loaded), "draft": bool(missing), "missing": missing})
         return
+    if missing:
+        warn("DRAFT: this manifest is not complete yet; no enclave will run it until: " + "; ".join(missing))
     _render(loaded)
 
 

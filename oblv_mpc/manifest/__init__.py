@@ -12,6 +12,7 @@ from typing import Any
 
 from oblv_mpc import safe_yaml
 from oblv_mpc.errors import ManifestError
+from oblv_mpc.manifest._fields import party_name_problem
 from oblv_mpc.manifest._parse import DEFAULT_MAX_BYTES, DEFAULT_MAX_ROWS, MAX_MANIFEST_BYTES, from_data, load_yaml
 from oblv_mpc.manifest.model import (
     SCHEMA_VERSION,
@@ -41,6 +42,7 @@ __all__ = [
     "load",
     "load_document",
     "parse",
+    "party_name_problem",
 ]
 
 

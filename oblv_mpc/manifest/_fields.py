@@ -77,3 +77,10 @@ def no_hidden(value: str, path: str, problems: Problems, *, allow: str = "") -> 
         return True
     problems.add(path, f"contains {hidden.describe()}, which a terminal acts on instead of showing; remove it")
     return False
+
+
+def party_name_problem(value: str) -> str | None:
+    """Why ``value`` cannot be a party's name in a manifest, or None if it can."""
+    problems = Problems()
+    name(value, "name", problems, "a party name")
+    return problems.items[0].split(": ", 1)[1] if problems.items else None

@@ -150,6 +150,8 @@ def _inputs(raw: Any, parties: Mapping[str, Party], party_names: set[str], probl
         protection = _protection.parse(
             body.get("protection"), {c.name: c for c in columns}, f"{path}.protection", problems
         )
+        if not columns:
+            continue  # reported above; a table without columns cannot be checked against any SQL
         tables[qualified] = InputTable(
             party, table, tuple(columns), tuple(key), max_rows or 1, max_bytes or 1, protection
         )

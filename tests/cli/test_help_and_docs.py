@@ -46,3 +46,30 @@ def test_exit_codes_are_documented() -> None:
     for cls in vars(errors).values():
         if isinstance(cls, type) and issubclass(cls, errors.MpcError):
             assert cls.__name__ in text, f"{cls.__name__} is missing from docs/cli.md"
+
+
+def _documented_commands() -> list[str]:
+    """Every ``- `mpc ...``` command line of docs/cli.md."""
+    import re
+
+    text = ROOT.joinpath("docs/cli.md").read_text()
+    return re.findall(r"^- `(mpc [^`]+)`", text, re.MULTILINE)
+
+
+@pytest.mark.parametrize("line", _documented_commands())
+def test_every_command_in_the_docs_exists_with_the_options_it_shows(line: str) -> None:
+    import re
+
+    known = {" ".join(p): c for p, c in COMMANDS[1:]}
+    words = line.split()[1:]
+    path = []
+    for word in words:
+        if " ".join([*path, word]) in known:
+            path.append(word)
+        else:
+            break
+    assert path, f"docs/cli.md shows `{line}`, which is no command"
+    command = known[" ".join(path)]
+    options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    for option in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", line):
+        assert option in options, f"docs/cli.md shows `mpc {' '.join(path)} {option}`, which has no such option"

@@ -74,3 +74,21 @@ def test_key_show_garbage(cli: Any) -> None:
     shown = cli("key", "show", "bm90IGEga2V5")
     assert shown.exit_code == 3
     assert "not a public key" in shown.stderr
+
+
+def test_a_public_key_given_as_the_private_key_is_named_as_such(mpc: Runner, tmp_path: Path) -> None:
+    """Row 5 of the newcomer's list: 'readable by others (mode 0644)', then 'not a readable private key'."""
+    assert mpc("keygen", "alice").returncode == 0
+    agreed = Path(__file__).parents[2] / "sessions" / "customer-overlap.yaml"
+    pcrs = [arg for i in range(3) for arg in (f"--pcr{i}", "ab" * 48)]
+    done = mpc("connect", "--url", "http://127.0.0.1:9", *pcrs, "--manifest", str(agreed), "--key", "alice_public.der")
+    assert done.returncode == 3, done.stderr
+    assert "alice_public.der: this is a public key; pass your private key" in done.stderr
+    assert "chmod" not in done.stderr and "readable by others" not in done.stderr
+
+
+def test_keygen_refuses_a_name_no_manifest_would_take(mpc: Runner, tmp_path: Path) -> None:
+    done = mpc("keygen", "Bad-Name")
+    assert done.returncode == 2
+    assert "'Bad-Name' cannot be a party's name" in done.stderr
+    assert not (tmp_path / "Bad-Name_private.der").exists()

@@ -181,3 +181,35 @@ def test_protection_flags_make_the_protection_block(cli: Any, tmp_path: Path) ->
     assert undeclared.exit_code == 3  # the computation over it no longer validates: nothing was written
     assert "declares no protection" in undeclared.stderr
     assert manifest.load(path).inputs["bob.customers"].protection.min_distinct == 7
+
+
+def test_a_wrong_column_type_is_a_message_not_a_traceback(cli: Any, tmp_path: Path) -> None:
+    """Row 3: `--column amount:int` on a manifest with computations was a DuckDB ParserException."""
+    path = _assemble(cli, tmp_path)
+    done = cli("session", "add-input", str(path), "alice.orders", "--column", "amount:int")
+    assert done.exit_code == 3
+    assert "inputs.alice.orders.columns.amount: expected a type among text, integer, float" in done.stderr
+    assert "Traceback" not in done.output and "ParserException" not in done.output
+    helped = cli("session", "add-input", "--help")
+    assert "text, integer, float, boolean, date or timestamp" in " ".join(helped.stdout.split())
+
+
+def test_a_missing_key_file_is_called_missing(cli: Any, tmp_path: Path) -> None:
+    """Row 20: `add-party --key missing.der` said 'not valid base64'."""
+    cli("session", "new", "s", "--dir", str(tmp_path))
+    done = cli("session", "add-party", str(tmp_path / "s.yaml"), "alice", "--key", "missing.der")
+    assert done.exit_code == 3
+    assert "missing.der: no such file" in done.stderr and "base64" not in done.stderr.split("hint")[0]
+
+
+def test_show_previews_a_draft_and_says_what_is_missing(cli: Any, tmp_path: Path) -> None:
+    """Row 24: `session show` on a draft was refused (it needs two parties)."""
+    cli("keygen", "alice", "--out", str(tmp_path / "keys"))
+    cli("session", "new", "s", "--dir", str(tmp_path))
+    cli("session", "add-party", str(tmp_path / "s.yaml"), "alice", "--key", str(tmp_path / "keys/alice_public.der"))
+    shown = cli("session", "show", str(tmp_path / "s.yaml"), env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "DRAFT" in shown.stderr and "at least two parties" in shown.stderr
+    assert "alice" in shown.stdout
+    as_json = json.loads(cli("session", "show", str(tmp_path / "s.yaml"), "--json").stdout)
+    assert as_json["draft"] is True and any("at least two parties" in m for m in as_json["missing"])
