@@ -24,7 +24,7 @@ from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure, write_pcr
 from oblv_mpc.client import EnclaveClient, Result
 from oblv_mpc.enclave import create_app
 from oblv_mpc.enclave.server import ServerThread
-from oblv_mpc.relay import RecordingRelay, csv_values
+from oblv_mpc.relay import RecordingRelay, csv_values, found_in
 from oblv_mpc.synthetic import example, fidelity
 
 COMPUTATION = "admissions_synthetic"
@@ -121,7 +121,7 @@ def _run(
             client.http.close()
     wire = bytes(relay.captured)
     secrets = csv_values(data.values())
-    leaked = sum(1 for value in secrets if value in wire)
+    leaked = len(found_in(wire, secrets))
     say(
         f"operator: recorded {len(wire):,} bytes; of {len(secrets):,} values from the hospitals' files, {leaked} appear"
     )
