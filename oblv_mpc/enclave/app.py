@@ -113,17 +113,19 @@ async def provision(request: Request) -> dict[str, Any]:
             raise _already_provisioned()
         try:  # in a worker thread: a large manifest must not stall the event loop, hence every route
             loaded = await run_in_threadpool(_parse_manifest, body)
+            # The service refuses, too, a manifest this image cannot honour (a synthesizer it lacks).
+            service = await run_in_threadpool(
+                EnclaveService,
+                loaded,
+                app.state.attestor,
+                settings,
+                clock=app.state.clock,
+                monotonic=app.state.monotonic,
+                inflight=app.state.inflight,
+            )
         except ManifestError as exc:
             raise HTTPException(422, detail={"code": "invalid_manifest", "message": exc.message}) from None
-        app.state.enclave = await run_in_threadpool(
-            EnclaveService,
-            loaded,
-            app.state.attestor,
-            settings,
-            clock=app.state.clock,
-            monotonic=app.state.monotonic,
-            inflight=app.state.inflight,
-        )
+        app.state.enclave = service
     return {"session": loaded.session, "manifest_sha256": loaded.hash}
 
 

@@ -73,16 +73,17 @@ class Synthesis:
             job.progress, job.stage = max(job.progress, min(fraction, 1.0)), stage
 
         def work() -> None:
-            outcome: Release | str
+            outcome: Release | str = "the synthetic release stopped before it ended; no detail is given"
             try:
                 outcome = release(spec, data, synthesizer, progress)
             except SynthesisFailed as exc:
                 outcome = exc.reason
             except Exception as exc:  # a bug or a limit: told by kind only, never by message
                 outcome = f"the synthetic release failed ({type(exc).__name__}); no detail is given"
-            with self._lock:
-                job.done = True
-                self._finish(computation.name, outcome)
+            finally:  # whatever stopped it, the outcome is kept: no release stays "running" for ever
+                with self._lock:
+                    job.done = True
+                    self._finish(computation.name, outcome)
 
         self._start(work)
         return job

@@ -243,3 +243,18 @@ def test_a_synthesizer_not_in_the_enclave_is_refused_before_any_upload(
     with pytest.raises(ManifestError) as refused:
         create_app(m, SimulatedNsm(dev_ca, measurements))  # no enclave runs, so nothing can be uploaded
     assert expected in refused.value.message
+
+
+def test_provisioning_a_manifest_with_a_synthesizer_the_image_lacks_is_refused(
+    hospital_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
+) -> None:
+    """An enclave launched without a manifest stays unprovisioned: no party can upload to it."""
+    import yaml
+
+    app = create_app(None, SimulatedNsm(dev_ca, measurements))
+    document = hospitals_document(public(hospital_keys), synthesizer="nosuch", version="1")
+    response = TestClient(app).post("/v1/provision", content=yaml.safe_dump(document).encode())
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"]["code"] == "invalid_manifest"
+    assert "synthesizer 'nosuch' is not installed here" in response.json()["detail"]["message"]
+    assert app.state.enclave is None
