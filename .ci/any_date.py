@@ -5,6 +5,10 @@ the day it is written and fails on every later one. Run under these clocks, it f
 is written. libfaketime (LD_PRELOAD, inherited by every subprocess the tests start: servers, the
 CLI) moves the wall clock; the monotonic clock is left alone, so timeouts behave.
 
+The clock is moved by a fixed offset from the real one ("+N" seconds), not set to a start time
+("@DATE"): libfaketime starts an "@" clock afresh in every process, so a server started ten
+minutes into the run would be ten minutes behind the tests that talk to it.
+
 The dates are the ends of the range the suite must pass in (2026-01-01 to 2035-12-31), one in a
 time zone far east of UTC and one far west, so neither the date nor the zone can matter.
 
@@ -21,9 +25,9 @@ import sys
 from pathlib import Path
 
 CLOCKS = (
-    # (FAKETIME start, read in TZ, the UTC date it must land on)
-    ("@2026-01-01 18:00:00", "Pacific/Kiritimati", dt.date(2026, 1, 1)),
-    ("@2035-12-31 10:00:00", "America/Adak", dt.date(2035, 12, 31)),
+    # (where the clock starts, in UTC; the TZ the processes run in)
+    (dt.datetime(2026, 1, 1, 4, 0, tzinfo=dt.UTC), "Pacific/Kiritimati"),  # UTC+14: already Jan 1 there
+    (dt.datetime(2035, 12, 31, 4, 0, tzinfo=dt.UTC), "America/Adak"),  # UTC-10: still Dec 30 there
 )
 
 
@@ -36,11 +40,12 @@ def _library() -> Path:
     return found
 
 
-def _environment(library: Path, start: str, zone: str) -> dict[str, str]:
+def _environment(library: Path, start: dt.datetime, zone: str) -> dict[str, str]:
+    offset = int((start - dt.datetime.now(dt.UTC)).total_seconds())
     env = dict(os.environ)
     env.update(
         LD_PRELOAD=str(library),
-        FAKETIME=start,
+        FAKETIME=f"{offset:+d}",  # seconds from the real clock, the same in every process
         FAKETIME_DONT_FAKE_MONOTONIC="1",
         DONT_FAKE_MONOTONIC="1",
         FAKETIME_NO_CACHE="1",
@@ -62,10 +67,11 @@ def _check_moved(env: dict[str, str], expected: dt.date) -> None:
 def main(argv: list[str]) -> int:
     library = _library()
     failed = []
-    for start, zone, expected in CLOCKS:
+    for start, zone in CLOCKS:
         env = _environment(library, start, zone)
+        expected = start.date()
         _check_moved(env, expected)
-        print(f"any-date: the whole suite with the clock at {start[1:]} {zone} ({expected} UTC)", flush=True)
+        print(f"any-date: the whole suite with the clock at {start:%Y-%m-%d %H:%M} UTC, in {zone}", flush=True)
         code = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *argv], env=env
         ).returncode

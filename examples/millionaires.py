@@ -18,6 +18,8 @@ from oblv_mpc.fastenclave import CallingParty, SessionManifest
 
 
 class Wealth(BaseModel):
+    """What a party declares: its wealth, never shown to the others."""
+
     amount: int = Field(ge=0, description="Your wealth, in whole currency units.")
 
 

@@ -47,6 +47,7 @@ class Profile:
     pcrs: dict[str, str] | None = None
 
     def save(self, directory: Path) -> Path:
+        """Write the profile into ``directory``; returns the file written."""
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / FILE_NAME
         data = {"version": PROFILE_VERSION, **{k: v for k, v in asdict(self).items() if v is not None}}
@@ -55,6 +56,7 @@ class Profile:
 
     @classmethod
     def load(cls, directory: Path) -> Profile:
+        """The profile saved in ``directory``; a usage error says to connect first when there is none."""
         path = directory / FILE_NAME
         try:
             data: Any = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -76,6 +78,7 @@ class Profile:
 
 
 def now_iso() -> str:
+    """The current time, UTC, ISO 8601 to the second."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 

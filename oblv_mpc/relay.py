@@ -30,6 +30,7 @@ class RecordingRelay:
 
     @property
     def url(self) -> str:
+        """The relay's address, to use in place of the upstream's."""
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> RecordingRelay:

@@ -33,5 +33,5 @@ def test_searching_grows_linearly_with_the_recording() -> None:
         times.append(time.perf_counter() - started)
     # 4x the bytes: linear is ~4x; per value x byte (the old search) would be ~4x too, but from a
     # base hundreds of times larger: bound the absolute time as well.
-    assert times[1] < 2.0, times
+    assert times[1] < 5.0, times
     assert times[1] < 8 * max(times[0], 0.01), times

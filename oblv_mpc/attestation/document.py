@@ -80,17 +80,8 @@ def _bytes(payload: Mapping[Any, Any], field: str, low: int, high: int, *, nulla
     return value
 
 
-def parse(document: bytes) -> ParsedDocument:
-    """Decode ``document``, refusing anything that is not a structurally valid Nitro document."""
-    if not isinstance(document, bytes | bytearray | memoryview):
-        raise _fail(f"expected bytes, found {type(document).__name__}")
-    document = bytes(document)
-    if not document:
-        raise _fail("empty document")
-    if len(document) > MAX_DOCUMENT_BYTES:
-        raise _fail(f"{len(document)} bytes, more than the {MAX_DOCUMENT_BYTES} a Nitro document can have")
-
-    # 3.1: COSE_Sign1, tagged (18) or untagged: [protected, unprotected, payload, signature]
+def _cose_sign1(document: bytes) -> tuple[bytes, bytes, bytes, bool]:
+    """3.1: COSE_Sign1, tagged (18) or untagged: [protected, unprotected, payload, signature]."""
     outer = _decode(document, "the document")
     tagged = False
     if isinstance(outer, cbor2.CBORTag):
@@ -101,6 +92,19 @@ def parse(document: bytes) -> ParsedDocument:
     if not isinstance(outer, list | tuple) or len(outer) != 4:
         raise _fail("expected a COSE_Sign1 array of 4 elements")
     protected, unprotected, payload, signature = outer
+    _check_protected_header(protected)
+    if not isinstance(unprotected, Mapping) or unprotected:
+        raise _fail("COSE unprotected header: expected an empty map")
+    if not isinstance(payload, bytes) or not 1 <= len(payload) <= MAX_PAYLOAD_BYTES:
+        raise _fail(f"COSE payload: expected 1..{MAX_PAYLOAD_BYTES} bytes")
+    if not isinstance(signature, bytes) or len(signature) != ES384_SIGNATURE_BYTES:
+        size = len(signature) if isinstance(signature, bytes) else type(signature).__name__
+        raise _fail(f"COSE signature: expected {ES384_SIGNATURE_BYTES} bytes (ES384), found {size}")
+    return protected, payload, signature, tagged
+
+
+def _check_protected_header(protected: object) -> None:
+    """The protected header is exactly ``{1: -35}``: ES384 and nothing else."""
     if not isinstance(protected, bytes):
         raise _fail("COSE protected header: expected a byte string")
     header = _decode(protected, "the protected header")
@@ -111,15 +115,10 @@ def parse(document: bytes) -> ParsedDocument:
             f"protected header must be {{1: -35}} (ES384), found alg {found!r}",
             hint="Nitro documents are signed with ES384; any other algorithm is refused",
         )
-    if not isinstance(unprotected, Mapping) or unprotected:
-        raise _fail("COSE unprotected header: expected an empty map")
-    if not isinstance(payload, bytes) or not 1 <= len(payload) <= MAX_PAYLOAD_BYTES:
-        raise _fail(f"COSE payload: expected 1..{MAX_PAYLOAD_BYTES} bytes")
-    if not isinstance(signature, bytes) or len(signature) != ES384_SIGNATURE_BYTES:
-        size = len(signature) if isinstance(signature, bytes) else type(signature).__name__
-        raise _fail(f"COSE signature: expected {ES384_SIGNATURE_BYTES} bytes (ES384), found {size}")
 
-    # 3.2.2.1: the payload is a map with exactly the allowed fields, mandatory ones non-null
+
+def _payload_fields(payload: bytes) -> Mapping[Any, Any]:
+    """3.2.2.1: the payload is a map with exactly the allowed fields, mandatory ones non-null."""
     fields = _decode(payload, "the payload")
     if not isinstance(fields, Mapping):
         raise _fail("payload: expected a CBOR map")
@@ -129,6 +128,44 @@ def parse(document: bytes) -> ParsedDocument:
     for field in _MANDATORY:
         if fields.get(field) is None:
             raise _fail(f"{field}: required, found nothing")
+    return fields
+
+
+def _pcrs(raw_pcrs: object) -> dict[int, bytes]:
+    """3.2.2.2 ``pcrs``: 1..32 entries, indices 0..31, values of 32, 48 or 64 bytes."""
+    if not isinstance(raw_pcrs, Mapping) or not 1 <= len(raw_pcrs) <= 32:
+        raise _fail("pcrs: expected a map of 1..32 entries")
+    pcrs: dict[int, bytes] = {}
+    for index, value in raw_pcrs.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 32:
+            raise _fail(f"pcrs: index {index!r} is not an integer in 0..31")
+        if not isinstance(value, bytes) or len(value) not in PCR_LENGTHS:
+            raise _fail(f"pcrs[{index}]: expected 32, 48 or 64 bytes")
+        pcrs[index] = value
+    return pcrs
+
+
+def _cabundle(bundle: object) -> tuple[bytes, ...]:
+    """3.2.2.2 ``cabundle``: 1..MAX_CABUNDLE certificates of 1..MAX_CERT_BYTES bytes each."""
+    if not isinstance(bundle, list | tuple) or not 1 <= len(bundle) <= MAX_CABUNDLE:
+        raise _fail(f"cabundle: expected an array of 1..{MAX_CABUNDLE} certificates")
+    for i, cert in enumerate(bundle):
+        if not isinstance(cert, bytes) or not 1 <= len(cert) <= MAX_CERT_BYTES:
+            raise _fail(f"cabundle[{i}]: expected 1..{MAX_CERT_BYTES} bytes")
+    return tuple(bundle)
+
+
+def parse(document: bytes) -> ParsedDocument:
+    """Decode ``document``, refusing anything that is not a structurally valid Nitro document."""
+    if not isinstance(document, bytes | bytearray | memoryview):
+        raise _fail(f"expected bytes, found {type(document).__name__}")
+    document = bytes(document)
+    if not document:
+        raise _fail("empty document")
+    if len(document) > MAX_DOCUMENT_BYTES:
+        raise _fail(f"{len(document)} bytes, more than the {MAX_DOCUMENT_BYTES} a Nitro document can have")
+    protected, payload, signature, tagged = _cose_sign1(document)
+    fields = _payload_fields(payload)
 
     # 3.2.2.2: content of each field
     module_id = fields["module_id"]
@@ -140,23 +177,9 @@ def parse(document: bytes) -> ParsedDocument:
     timestamp = fields["timestamp"]
     if isinstance(timestamp, bool) or not isinstance(timestamp, int) or not 0 < timestamp < 2**64:
         raise _fail(f"timestamp: expected a positive 64-bit integer, found {timestamp!r}")
-    raw_pcrs = fields["pcrs"]
-    if not isinstance(raw_pcrs, Mapping) or not 1 <= len(raw_pcrs) <= 32:
-        raise _fail("pcrs: expected a map of 1..32 entries")
-    pcrs: dict[int, bytes] = {}
-    for index, value in raw_pcrs.items():
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < 32:
-            raise _fail(f"pcrs: index {index!r} is not an integer in 0..31")
-        if not isinstance(value, bytes) or len(value) not in PCR_LENGTHS:
-            raise _fail(f"pcrs[{index}]: expected 32, 48 or 64 bytes")
-        pcrs[index] = value
+    pcrs = _pcrs(fields["pcrs"])
     certificate = _bytes(fields, "certificate", 1, MAX_CERT_BYTES, nullable=False)
-    bundle = fields["cabundle"]
-    if not isinstance(bundle, list | tuple) or not 1 <= len(bundle) <= MAX_CABUNDLE:
-        raise _fail(f"cabundle: expected an array of 1..{MAX_CABUNDLE} certificates")
-    for i, cert in enumerate(bundle):
-        if not isinstance(cert, bytes) or not 1 <= len(cert) <= MAX_CERT_BYTES:
-            raise _fail(f"cabundle[{i}]: expected 1..{MAX_CERT_BYTES} bytes")
+    cabundle = _cabundle(fields["cabundle"])
     # A zero-length public_key occurs in real documents (hf-nitrite_1): it means "no key".
     public_key = _bytes(fields, "public_key", 0, MAX_PUBLIC_KEY_BYTES, nullable=True) or None
     user_data = _bytes(fields, "user_data", 0, MAX_USER_DATA_BYTES, nullable=True)
@@ -171,7 +194,7 @@ def parse(document: bytes) -> ParsedDocument:
         timestamp_ms=timestamp,
         pcrs=pcrs,
         certificate=certificate,
-        cabundle=tuple(bundle),
+        cabundle=cabundle,
         public_key=public_key,
         user_data=user_data,
         nonce=nonce,

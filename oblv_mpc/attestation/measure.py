@@ -50,6 +50,7 @@ class Measurements:
     files: int
 
     def as_dict(self) -> dict[int, bytes]:
+        """PCR index to value, as a document's ``pcrs`` map has them."""
         return {0: self.pcr0, 1: self.pcr1, 2: self.pcr2}
 
 

@@ -125,6 +125,7 @@ class NitroNsm:
         return device.exists()
 
     def close(self) -> None:
+        """Close the device."""
         os.close(self._fd)
 
     def _call(self, request: bytes) -> bytes:
@@ -141,8 +142,10 @@ class NitroNsm:
         return response_buffer.raw[: message.response.iov_len]
 
     def attest(self, *, nonce: bytes | None, user_data: bytes | None, public_key: bytes | None) -> bytes:
+        """An attestation document from the NSM, carrying the given fields."""
         request = encode_attestation_request(user_data=user_data, nonce=nonce, public_key=public_key)
         return decode_attestation_response(self._call(request))
 
     def describe_pcr(self, index: int) -> tuple[bool, bytes]:
+        """Whether PCR ``index`` is locked, and its value."""
         return decode_describe_pcr_response(self._call(encode_describe_pcr_request(index)))

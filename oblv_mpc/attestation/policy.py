@@ -65,10 +65,12 @@ class PcrSet:
 
     @property
     def label(self) -> str:
+        """The set's name, for messages (``(unnamed)`` when it has none)."""
         return self.name or "(unnamed)"
 
     @property
     def is_debug(self) -> bool:
+        """Whether PCR0-2 are all zero: a debug-mode enclave's measurements."""
         return all(self.values[i] == DEBUG_PCR for i in (0, 1, 2))
 
 

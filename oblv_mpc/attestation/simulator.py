@@ -112,17 +112,21 @@ class DevelopmentCA:
 
     @property
     def root_der(self) -> bytes:
+        """The development root certificate, DER."""
         return self.certificates[0].public_bytes(serialization.Encoding.DER)
 
     @property
     def root_sha256(self) -> str:
+        """The SHA-256 (hex) of the root's DER: what a PCR file pins."""
         return hashlib.sha256(self.root_der).hexdigest()
 
     @property
     def trusted_root(self) -> TrustedRoot:
+        """The root as a policy trusts it, marked as a development root."""
         return TrustedRoot(self.root_sha256, f"oblv_mpc development root ({self.directory})", development=True)
 
     def cabundle(self) -> list[bytes]:
+        """The CA certificates (DER), root first, as a document's ``cabundle``."""
         return [c.public_bytes(serialization.Encoding.DER) for c in self.certificates]
 
     @property

@@ -7,6 +7,10 @@ party's policy (DESIGN.md, Attestation 4-5): PCRs, debug mode, nonce, ``user_dat
 ``public_key`` binding. Every failure raises a subclass of
 :class:`~oblv_mpc.errors.AttestationError` that names the check, what was expected and what was
 found. No clock is read unless ``now`` is left out.
+
+:func:`checks` runs the steps one by one, yielding each as it passes (:class:`Passed`), and
+returns the :class:`VerifiedAttestation`; :func:`verify` runs them all and returns it.
+Nothing here renders anything: :mod:`oblv_mpc.attestation.report` turns the steps into a report.
 """
 
 from __future__ import annotations
@@ -14,8 +18,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import hmac
-import warnings
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import NamedTuple, NoReturn, SupportsIndex, final
 
 import cbor2
 from cryptography import x509
@@ -23,40 +29,40 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
-from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.verification import ExtensionPolicy, PolicyBuilder, Store, VerificationError
 
+from oblv_mpc.attestation.chain import check_chain
 from oblv_mpc.attestation.document import ParsedDocument, parse
 from oblv_mpc.attestation.policy import DEBUG_PCR, AttestationPolicy, PcrSet, TrustedRoot
-from oblv_mpc.errors import CertificateChainError, MalformedDocument, PolicyError, SignatureError
+from oblv_mpc.errors import MalformedDocument, PolicyError, SignatureError
 
-_MAX_CHAIN_DEPTH = 8
 CHECKS = ("structure", "root", "chain", "signature", "pcrs", "nonce", "user_data", "public_key")
-# Which of CHECKS a failure's own check name belongs to, for reports.
-CHECK_OF_FAILURE = {
-    "algorithm": "structure",
-    "digest": "structure",
-    "validity": "chain",
-    "leaf": "chain",
-    "debug": "pcrs",
-}
+"""The checks :func:`checks` runs, in its order (a failure's own ``check`` may be finer: ``validity``)."""
 
 
 @dataclass(frozen=True)
-class Check:
-    """One passed check, for reports: its name and what was found."""
+class Passed:
+    """One check that passed, and what it established so far, as :func:`checks` yields it.
 
-    name: str
-    detail: str
+    ``check`` is one of :data:`CHECKS`. ``document`` is the decoded document, authenticated only
+    once ``signature`` has passed; ``root`` is set from ``root`` on, ``matched`` from ``pcrs`` on;
+    ``expected`` is what a ``nonce``, ``user_data`` or ``public_key`` check required (``None``:
+    nothing was required).
+    """
+
+    check: str
+    document: ParsedDocument
+    now: dt.datetime
+    root: TrustedRoot | None = None
+    matched: PcrSet | None = None
+    expected: bytes | None = None
 
 
-@dataclass(frozen=True)
-class VerifiedAttestation:
-    """An attestation document that passed every check. Only :func:`verify` makes these."""
+class _Facts(NamedTuple):
+    """What :func:`verify` established; immutable (a tuple's fields cannot be reassigned)."""
 
     module_id: str
     timestamp: dt.datetime
-    pcrs: dict[int, bytes]
+    pcrs: Mapping[int, bytes]
     matched: PcrSet
     root: TrustedRoot
     debug: bool
@@ -65,11 +71,115 @@ class VerifiedAttestation:
     nonce: bytes | None
     leaf_not_after: dt.datetime
     document_sha256: str
-    _token: object
 
-    def __post_init__(self) -> None:
-        if self._token is not _TOKEN:
-            raise TypeError("VerifiedAttestation is made only by oblv_mpc.attestation.verify()")
+
+_TOKEN = object()
+_ONLY_VERIFY = "a VerifiedAttestation is made only by oblv_mpc.attestation.verify()"
+
+
+@final
+class VerifiedAttestation:
+    """An attestation document that passed every check. Only :func:`verify` makes these.
+
+    Read-only all the way down: no constructor without the verifier's private token, no
+    ``dataclasses.replace``, no subclass (which could override a field), no attribute to set
+    (``object.__setattr__`` included: the fields are properties without setters), ``pcrs`` a
+    read-only mapping. A copy is the same object; pickling is refused, since loading a pickle
+    would make one from bytes that were never verified: send the document and verify it again.
+    """
+
+    __slots__ = ("_facts",)
+    _facts: _Facts
+
+    def __init__(self, facts: _Facts, token: object) -> None:
+        if token is not _TOKEN:
+            raise TypeError(_ONLY_VERIFY)
+        object.__setattr__(self, "_facts", facts)
+
+    def __init_subclass__(cls, **kwargs: object) -> NoReturn:
+        raise TypeError(f"{_ONLY_VERIFY}; a subclass could change what was verified")
+
+    def __setattr__(self, name: str, value: object) -> NoReturn:
+        raise AttributeError(f"a VerifiedAttestation is read-only: cannot set {name}")
+
+    def __delattr__(self, name: str) -> NoReturn:
+        raise AttributeError(f"a VerifiedAttestation is read-only: cannot delete {name}")
+
+    def __reduce_ex__(self, protocol: SupportsIndex) -> NoReturn:
+        raise TypeError(f"{_ONLY_VERIFY}: it is never pickled; send the document and verify it there")
+
+    def __copy__(self) -> VerifiedAttestation:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> VerifiedAttestation:
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, VerifiedAttestation) and self._facts == other._facts
+
+    def __hash__(self) -> int:
+        return hash(self._facts.document_sha256)
+
+    def __repr__(self) -> str:
+        return (
+            f"VerifiedAttestation(module_id={self.module_id!r}, matched={self.matched.label!r}, "
+            f"debug={self.debug}, document_sha256={self.document_sha256!r})"
+        )
+
+    @property
+    def module_id(self) -> str:
+        """The enclave's module id, as the NSM reported it."""
+        return self._facts.module_id
+
+    @property
+    def timestamp(self) -> dt.datetime:
+        """When the NSM made the document (UTC)."""
+        return self._facts.timestamp
+
+    @property
+    def pcrs(self) -> Mapping[int, bytes]:
+        """Every PCR the document carries, index to value (read-only)."""
+        return self._facts.pcrs
+
+    @property
+    def matched(self) -> PcrSet:
+        """The accepted set of measurements the PCRs matched."""
+        return self._facts.matched
+
+    @property
+    def root(self) -> TrustedRoot:
+        """The pinned root the certificate chain leads to."""
+        return self._facts.root
+
+    @property
+    def debug(self) -> bool:
+        """Whether the enclave runs in debug mode (PCR0-2 all zero), which the policy allowed."""
+        return self._facts.debug
+
+    @property
+    def public_key(self) -> bytes | None:
+        """The document's ``public_key`` field."""
+        return self._facts.public_key
+
+    @property
+    def user_data(self) -> bytes | None:
+        """The document's ``user_data`` field."""
+        return self._facts.user_data
+
+    @property
+    def nonce(self) -> bytes | None:
+        """The document's ``nonce`` field."""
+        return self._facts.nonce
+
+    @property
+    def leaf_not_after(self) -> dt.datetime:
+        """When the leaf certificate expires: re-attest before then."""
+        return self._facts.leaf_not_after
+
+    @property
+    def document_sha256(self) -> str:
+        """The SHA-256 (hex) of the document's bytes as received."""
+        return self._facts.document_sha256
 
     @property
     def development(self) -> bool:
@@ -77,86 +187,14 @@ class VerifiedAttestation:
         return self.root.development
 
 
-_TOKEN = object()
-
-
 def _hex(data: bytes | None) -> str:
     return "nothing" if data is None else (data.hex() or "empty")
 
 
-def _short(data: bytes | None) -> str:
+def short_hex(data: bytes | None) -> str:
+    """Bytes as the verifier and its report quote them: hex, abbreviated past 24 digits."""
     text = _hex(data)
     return text if len(text) <= 24 else f"{text[:12]}...{text[-8:]}"
-
-
-def _certificate(der: bytes, what: str) -> x509.Certificate:
-    # cryptography only warns about some RFC 5280 violations (e.g. a serial that is not
-    # positive) that it will refuse later; we refuse them now.
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", CryptographyDeprecationWarning)
-        try:
-            return x509.load_der_x509_certificate(der)
-        except (ValueError, x509.InvalidVersion, CryptographyDeprecationWarning):
-            raise CertificateChainError("chain", f"{what} is not a valid DER X.509 certificate") from None
-
-
-def _check_chain(
-    doc: ParsedDocument, policy: AttestationPolicy, now: dt.datetime
-) -> tuple[x509.Certificate, TrustedRoot]:
-    # 3.2.3: the bundle is [ROOT, INTERM_1, ..., INTERM_N]; the chain is leaf <- INTERM_N ... <- ROOT.
-    # The root must be one this party pinned, by the SHA-256 of its exact DER.
-    root_fp = hashlib.sha256(doc.cabundle[0]).hexdigest()
-    root = next((r for r in policy.roots if hmac.compare_digest(r.sha256, root_fp)), None)
-    if root is None:
-        pinned = ", ".join(f"{r.name} {r.sha256[:16]}..." for r in policy.roots)
-        raise CertificateChainError(
-            "root",
-            f"cabundle[0] is not a pinned root: found SHA-256 {root_fp[:16]}..., expected one of {pinned}",
-            hint="the document does not come from the Nitro PKI (or simulator) your PCR file trusts",
-        )
-    anchor = _certificate(doc.cabundle[0], "cabundle[0] (the root)")
-    intermediates = [_certificate(der, f"cabundle[{i}]") for i, der in enumerate(doc.cabundle[1:], start=1)]
-    leaf = _certificate(doc.certificate, "the leaf certificate")
-    # 3.2.3.1 validity of every certificate at `now`, 3.2.3.2-3 CA basic constraints and key
-    # usage, 3.2.4 path building: webpki's CA profile; the leaf is checked by hand below.
-    verifier = (
-        PolicyBuilder()
-        .store(Store([anchor]))
-        .time(now)
-        .max_chain_depth(_MAX_CHAIN_DEPTH)
-        .extension_policies(ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all())
-        .build_client_verifier()
-    )
-    try:
-        verifier.verify(leaf, intermediates[::-1])
-    except VerificationError as exc:
-        start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
-        window = f"leaf valid {start:%Y-%m-%dT%H:%M:%SZ} to {end:%Y-%m-%dT%H:%M:%SZ}"
-        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-            state = "expired" if now > leaf.not_valid_after_utc else "not yet valid"
-            raise CertificateChainError(
-                "validity",
-                f"the leaf certificate is {state} at {now:%Y-%m-%dT%H:%M:%SZ} ({window})",
-                hint="Nitro leaf certificates live 3 hours: fetch a fresh attestation document",
-            ) from None
-        raise CertificateChainError("chain", f"the certificate chain does not validate: {exc}") from None
-    # 3.2.3.3 the target certificate: digitalSignature, not a CA; Nitro signs with P-384.
-    try:
-        usage = leaf.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        raise CertificateChainError("leaf", "the leaf certificate has no key usage extension") from None
-    if not usage.digital_signature:
-        raise CertificateChainError("leaf", "the leaf certificate's key usage lacks digitalSignature")
-    try:
-        constraints = leaf.extensions.get_extension_for_class(x509.BasicConstraints).value
-        if constraints.ca or constraints.path_length is not None:
-            raise CertificateChainError("leaf", "the leaf certificate is a CA; it must be an end entity")
-    except x509.ExtensionNotFound:
-        pass
-    key = leaf.public_key()
-    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp384r1":
-        raise CertificateChainError("leaf", "the leaf certificate's key is not an EC P-384 key")
-    return leaf, root
 
 
 def _check_signature(doc: ParsedDocument, leaf: x509.Certificate) -> None:
@@ -194,10 +232,10 @@ def _check_pcrs(doc: ParsedDocument, policy: AttestationPolicy) -> tuple[PcrSet,
     for index in sorted({i for s in policy.accepted for i in s.values}):
         wanted = [s.values[index] for s in policy.accepted if index in s.values]
         if doc.pcrs.get(index) not in wanted:
-            expected = ", ".join(_short(w) for w in wanted)
+            expected = ", ".join(short_hex(w) for w in wanted)
             raise PolicyError(
                 "pcrs",
-                f"PCR{index} mismatch: got {_short(doc.pcrs.get(index))}, expected one of {expected}",
+                f"PCR{index} mismatch: got {short_hex(doc.pcrs.get(index))}, expected one of {expected}",
                 hint="the enclave runs other code than your PCR file accepts; do not send it anything",
             )
     raise PolicyError("pcrs", "the PCRs match no single accepted set (each PCR matches some set, but not one set)")
@@ -207,7 +245,61 @@ def _check_bytes(check: str, found: bytes | None, expected: bytes | None) -> Non
     if expected is None:
         return
     if found is None or not hmac.compare_digest(found, expected):
-        raise PolicyError(check, f"{check} mismatch: got {_short(found)}, expected {_short(expected)}")
+        raise PolicyError(check, f"{check} mismatch: got {short_hex(found)}, expected {short_hex(expected)}")
+
+
+def checks(
+    document: bytes,
+    *,
+    policy: AttestationPolicy,
+    now: dt.datetime | None = None,
+    nonce: bytes | None = None,
+    user_data: bytes | None = None,
+    public_key: bytes | None = None,
+) -> Generator[Passed, None, VerifiedAttestation]:
+    """Run :func:`verify`'s checks one at a time: yield each as it passes, return the result.
+
+    Raises an :class:`~oblv_mpc.errors.AttestationError` subclass for the first failed check;
+    the checks not yielded before it were not run.
+    """
+    if now is None:
+        now = dt.datetime.now(dt.UTC)
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    doc = parse(document)  # 3.1 and 3.2.2
+    yield Passed("structure", doc, now)
+    leaf, root = check_chain(doc, policy, now)  # 3.2.3 and 3.2.4
+    yield Passed("root", doc, now, root)
+    yield Passed("chain", doc, now, root)
+    _check_signature(doc, leaf)  # 3.2.1
+    yield Passed("signature", doc, now, root)
+    matched, debug = _check_pcrs(doc, policy)
+    yield Passed("pcrs", doc, now, root, matched)
+    for name, found, expected in (
+        ("nonce", doc.nonce, nonce),
+        ("user_data", doc.user_data, user_data),
+        ("public_key", doc.public_key, public_key),
+    ):
+        _check_bytes(name, found, expected)
+        yield Passed(name, doc, now, root, matched, expected)
+    try:
+        timestamp = dt.datetime.fromtimestamp(doc.timestamp_ms / 1000, dt.UTC)
+    except (OverflowError, ValueError, OSError):
+        raise MalformedDocument("structure", f"timestamp {doc.timestamp_ms} is not a representable time") from None
+    facts = _Facts(
+        module_id=doc.module_id,
+        timestamp=timestamp,
+        pcrs=MappingProxyType(dict(doc.pcrs)),
+        matched=matched,
+        root=root,
+        debug=debug,
+        public_key=doc.public_key,
+        user_data=doc.user_data,
+        nonce=doc.nonce,
+        leaf_not_after=leaf.not_valid_after_utc,
+        document_sha256=hashlib.sha256(document).hexdigest(),
+    )
+    return VerifiedAttestation(facts, _TOKEN)
 
 
 def verify(
@@ -218,55 +310,19 @@ def verify(
     nonce: bytes | None = None,
     user_data: bytes | None = None,
     public_key: bytes | None = None,
-    report: list[Check] | None = None,
 ) -> VerifiedAttestation:
     """Verify ``document`` against ``policy`` at ``now`` (default: the current time).
 
     ``nonce``, ``user_data`` and ``public_key``, when given, must equal the document's fields.
     Raises an :class:`~oblv_mpc.errors.AttestationError` subclass for the first failed check.
-    Each check that passes is appended to ``report``, if given.
     """
-    passed = report.append if report is not None else (lambda _check: None)
-    if now is None:
-        now = dt.datetime.now(dt.UTC)
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
-    doc = parse(document)  # 3.1 and 3.2.2
-    passed(
-        Check("structure", f"COSE_Sign1{' (tag 18)' if doc.tagged else ''}, ES384, digest SHA384, {len(doc.pcrs)} PCRs")
-    )
-    leaf, root = _check_chain(doc, policy, now)  # 3.2.3 and 3.2.4
-    passed(Check("root", f"{root.name} (SHA-256 {root.sha256[:16]}...)"))
-    passed(Check("chain", f"{len(doc.cabundle) + 1} certificates, valid at {now:%Y-%m-%dT%H:%M:%SZ}"))
-    _check_signature(doc, leaf)  # 3.2.1
-    passed(Check("signature", "ES384 over the COSE Sig_structure, by the leaf's key"))
-    matched, debug = _check_pcrs(doc, policy)
-    passed(Check("pcrs", f"PCR0 {_short(doc.pcrs[0])} matches {matched.label}"))
-    for name, found, expected in (
-        ("nonce", doc.nonce, nonce),
-        ("user_data", doc.user_data, user_data),
-        ("public_key", doc.public_key, public_key),
-    ):
-        _check_bytes(name, found, expected)
-        passed(Check(name, f"equals the expected {_short(expected)}" if expected is not None else "not required"))
-    try:
-        timestamp = dt.datetime.fromtimestamp(doc.timestamp_ms / 1000, dt.UTC)
-    except (OverflowError, ValueError, OSError):
-        raise MalformedDocument("structure", f"timestamp {doc.timestamp_ms} is not a representable time") from None
-    return VerifiedAttestation(
-        module_id=doc.module_id,
-        timestamp=timestamp,
-        pcrs=dict(doc.pcrs),
-        matched=matched,
-        root=root,
-        debug=debug,
-        public_key=doc.public_key,
-        user_data=doc.user_data,
-        nonce=doc.nonce,
-        leaf_not_after=leaf.not_valid_after_utc,
-        document_sha256=hashlib.sha256(document).hexdigest(),
-        _token=_TOKEN,
-    )
+    steps = checks(document, policy=policy, now=now, nonce=nonce, user_data=user_data, public_key=public_key)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            verified: VerifiedAttestation = done.value
+            return verified
 
 
 def document_time(document: bytes) -> dt.datetime:

@@ -15,6 +15,7 @@ from typer.core import TyperGroup
 
 from oblv_mpc import __version__
 from oblv_mpc.cli import attestation as attestation_cli
+from oblv_mpc.cli import connect as connect_cli
 from oblv_mpc.cli import demo as demo_cli
 from oblv_mpc.cli import enclave as enclave_cli
 from oblv_mpc.cli import keys as keys_cli
@@ -65,6 +66,7 @@ def _root(
 keys_cli.register(app)
 demo_cli.register(app)
 attestation_cli.register(app)
+connect_cli.register(app)
 party_cli.register(app)
 app.add_typer(enclave_cli.app, name="enclave")
 app.add_typer(session_cli.app, name="session")

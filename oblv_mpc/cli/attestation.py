@@ -10,11 +10,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from oblv_mpc.attestation import document_time, load_pcr_file, parse, verify, write_pcr_file
+from oblv_mpc.attestation import document_time, load_pcr_file, parse, write_pcr_file
 from oblv_mpc.attestation.pcrs import from_nitro_cli
-from oblv_mpc.attestation.verify import CHECK_OF_FAILURE, CHECKS, Check
+from oblv_mpc.attestation.report import explain
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
-from oblv_mpc.errors import AttestationError, PcrFileError, UsageError
+from oblv_mpc.errors import PcrFileError, UsageError
 
 attestation_app = typer.Typer(help="Inspect and verify Nitro attestation documents.", no_args_is_help=True)
 pcrs_app = typer.Typer(help="PCR files: the measurements a party accepts.", no_args_is_help=True)
@@ -98,28 +98,17 @@ def verify_command(
         raise UsageError("give --at or --at-document-time, not both")
     when = _parse_time(at) if at else (document_time(raw) if at_document_time else None)
     expected_nonce = _parse_hex(nonce, "--nonce") if nonce else None
-    report: list[Check] = []
-    failure: AttestationError | None = None
-    try:
-        verified = verify(raw, policy=policy, now=when, nonce=expected_nonce, report=report)
-    except AttestationError as exc:
-        failure = exc
-    done = {c.name for c in report}
-    rows: list[dict[str, Any]] = [{"check": c.name, "ok": True, "detail": c.detail} for c in report]
-    if failure is not None:
-        slot = CHECK_OF_FAILURE.get(failure.check, failure.check)
-        rows.append({"check": slot, "ok": False, "detail": failure.detail})
-        rows += [{"check": name, "ok": None, "detail": "not checked"} for name in CHECKS if name not in done | {slot}]
+    report = explain(raw, policy=policy, now=when, nonce=expected_nonce)
     if as_json:
-        print_json({"verified": failure is None, "checks": rows})
+        rows = [{"check": row.check, "ok": row.ok, "detail": row.detail} for row in report.rows]
+        print_json({"verified": report.failure is None, "checks": rows})
     else:
         table = Table(show_header=False, box=None)
-        for row in rows:
-            mark = styled({True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[row["ok"]])
-            table.add_row(mark, plain(row["check"]), plain(row["detail"]))
+        for row in report.rows:
+            mark = styled({True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[row.ok])
+            table.add_row(mark, plain(row.check), plain(row.detail))
         out.print(table)
-    if failure is not None:
-        raise failure
+    verified = report.result()  # raises the failure, after the report shows where it happened
     if verified.debug:
         warn("this is a DEBUG enclave: its memory is readable by the host")
     if verified.development:
@@ -197,5 +186,6 @@ def pcrs_compare(
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``mpc attestation ...`` and ``mpc pcrs ...`` to ``app``."""
     app.add_typer(attestation_app, name="attestation")
     app.add_typer(pcrs_app, name="pcrs")

@@ -65,4 +65,5 @@ def _synthetic(rows: int, keep: Path | None, say: Callable[[str], None], show: C
 
 
 def register(app: typer.Typer) -> None:
+    """Add ``mpc demo`` to ``app``."""
     app.command("demo")(demo)

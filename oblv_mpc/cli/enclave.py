@@ -12,7 +12,7 @@ from oblv_mpc.attestation import DevelopmentCA, measure, write_pcr_file
 from oblv_mpc.attestation.simulator import default_ca_dir
 from oblv_mpc.cli._console import err, out, print_json, styled, warn
 from oblv_mpc.enclave.attestors import AttestorKind
-from oblv_mpc.errors import EnclaveUnreachable, UnauthenticatedAnswer, UsageError
+from oblv_mpc.errors import UsageError
 from oblv_mpc.protocol.hpke import SuiteName
 
 app = typer.Typer(help="The enclave service: measure it, serve it.", no_args_is_help=True)
@@ -136,36 +136,9 @@ def provision(
     """Give an enclave started with --await-manifest its session manifest (once per launch)."""
     import httpx
 
-    loaded = manifest.load(manifest_path)  # refuse locally what the enclave would refuse
-    try:
-        response = httpx.post(f"{url}/v1/provision", content=manifest_path.read_bytes(), timeout=30)
-    except httpx.TransportError as exc:
-        raise EnclaveUnreachable(f"no answer from {url}: {type(exc).__name__}") from None
-    # Provisioning is unauthenticated by nature (the enclave has no session yet): its answer is
-    # whatever answered, quoted as such. Parties check the hash in every attestation instead.
-    from oblv_mpc.client import claims
+    from oblv_mpc.provisioning import provision as send_manifest
 
-    if response.status_code != 200:
-        code, claimed = claims(response)
-        raise UnauthenticatedAnswer(
-            response.status_code,
-            code,
-            claimed,
-            origin=url,
-            hint="if the enclave refused the manifest, fix what it names and launch it again",
-        )
-    try:
-        answer = response.json()
-    except ValueError:
-        answer = None
-    reported = answer.get("manifest_sha256") if isinstance(answer, dict) else None
-    if reported != loaded.hash:
-        raise UnauthenticatedAnswer(
-            response.status_code,
-            "wrong_manifest",
-            f"the enclave reports manifest {reported!r:.80}, not {loaded.hash}",
-            origin=url,
-            hint="parties will refuse this enclave: its attestation binds another manifest than yours",
-        )
-    out.print(f"provisioned session {loaded.session}, manifest hash {loaded.hash}")
+    with httpx.Client(base_url=url, timeout=30) as http:
+        provisioned = send_manifest(http, manifest_path)
+    out.print(f"provisioned session {provisioned.session}, manifest hash {provisioned.manifest_sha256}")
     err.print("parties verify this hash in every attestation; a different manifest would be refused by them")

@@ -1,226 +1,25 @@
-"""What a party types: ``mpc connect``, ``submit``, ``status``, ``compute``, ``fetch``, ``transcript``."""
+"""What a party types once connected: ``mpc submit``, ``status``, ``compute``, ``fetch``, ``transcript``."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
 import json
-import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
-from oblv_mpc import keys, manifest, profile, result_files
-from oblv_mpc.attestation.pcrs import choose_policy
+from oblv_mpc import manifest, profile, result_files
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
-from oblv_mpc.cli._secrets import load_private_key
-from oblv_mpc.cli.attestation import ALLOW_DEBUG_HELP, warn_debug_allowed
-from oblv_mpc.client import Connection, EnclaveClient, Result
-from oblv_mpc.errors import KeyFileError, UsageError
-from oblv_mpc.manifest import Role
+from oblv_mpc.cli._profile import JSON, PROFILE, connected
+from oblv_mpc.client import Result
+from oblv_mpc.errors import UsageError
 from oblv_mpc.privacy_ledger import PrivacyLedger, check_new_instance
-
-_PROFILE = typer.Option(profile.DEFAULT_DIR, "--profile", help="The connection profile's folder.")
-_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
-_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-
-
-def _announce(connection: Connection) -> None:
-    """The lines every command prints about the enclave it talks to."""
-    verified = connection.attestation
-    if verified.debug:
-        warn("DEBUG enclave: its memory is readable by the host")
-    if verified.development:
-        warn("development enclave (simulated NSM, no hardware isolation)")
-
-
-@contextlib.contextmanager
-def _session(profile_dir: Path) -> Iterator[tuple[EnclaveClient, profile.Profile]]:
-    saved = profile.Profile.load(profile_dir)
-    if saved.allow_debug:
-        warn_debug_allowed()
-    identity = load_private_key(Path(saved.private_key))
-    with httpx.Client(base_url=saved.url, timeout=_TIMEOUT) as http:
-        client, connection = profile.reconnect(saved, http, identity)
-        _announce(connection)
-        if client.manifest.privacy_budget is not None:
-            # Remember what this instance has spent, so a restart's fresh budget is noticed (privacy_ledger).
-            spent = client.status().get("privacy", {}).get("spent")
-            if isinstance(spent, int | float):
-                PrivacyLedger(profile_dir).record(client.manifest.hash, connection.instance.hex(), float(spent))
-        yield client, saved
-
-
-def connect(
-    url: str = typer.Option(..., "--url", help="The enclave's URL, e.g. http://127.0.0.1:8000."),
-    manifest_path: Path = typer.Option(..., "--manifest", help="The session manifest you agreed to."),
-    key: Path | None = typer.Option(None, "--key", "--private-key", help="Your private key file (NAME_private.der)."),
-    public_key: Path | None = typer.Option(None, "--public-key", help="Your public key file, checked against --key."),
-    pcr_file: Path | None = typer.Option(None, "--pcr-file", help="The PCR file: the measurements you accept."),
-    pcr0: str | None = typer.Option(None, "--pcr0", help="Accepted PCR0 (hex), instead of --pcr-file."),
-    pcr1: str | None = typer.Option(None, "--pcr1", help="Accepted PCR1 (hex), instead of --pcr-file."),
-    pcr2: str | None = typer.Option(None, "--pcr2", help="Accepted PCR2 (hex), instead of --pcr-file."),
-    party: str | None = typer.Option(None, "--party", help="Your party name (checked against your key)."),
-    allow_debug_enclave: bool = typer.Option(False, "--allow-debug-enclave", help=ALLOW_DEBUG_HELP),
-    lport: int | None = typer.Option(
-        None, "--lport", help="Then stay running as a local proxy to the enclave's own routes on 127.0.0.1:LPORT."
-    ),
-    unix_socket: Path | None = typer.Option(
-        None,
-        "--unix-socket",
-        help="Then stay running as that proxy on a Unix socket at this path that only you can use (mode 0600), "
-        "instead of --lport: for machines with other users.",
-    ),
-    allow_origin: list[str] = typer.Option(
-        [],
-        "--allow-origin",
-        help="Let web pages from this exact origin (scheme://host[:port]) use the proxy, and so act as you "
-        "(repeatable; warns on every start). By default every request from a web page is refused.",
-    ),
-    profile_dir: Path = _PROFILE,
-    as_json: bool = _JSON,
-) -> None:
-    """Verify the enclave's attestation and this session, and save a profile for the commands below."""
-    if key is None:
-        raise UsageError("--key is required: your private key file", hint="e.g. --key alice_private.der")
-    if lport is not None and unix_socket is not None:
-        raise UsageError("--lport and --unix-socket both given: the proxy listens on one of them")
-    if allow_origin and lport is None and unix_socket is None:
-        raise UsageError(
-            "--allow-origin applies to the local proxy only", hint="add --lport PORT or --unix-socket PATH"
-        )
-    flags = (pcr0, pcr1, pcr2)
-    policy = choose_policy(pcr_file, flags, allow_debug=allow_debug_enclave)
-    if policy.allow_debug:
-        warn_debug_allowed()
-    loaded = manifest.load(manifest_path)
-    identity = load_private_key(key)
-    if public_key is not None and keys.fingerprint(keys.load_public_key(public_key)) != keys.fingerprint(
-        identity.public_key()
-    ):
-        raise KeyFileError(f"{public_key} is not the public half of {key}")
-    origins = _allowed_origins(allow_origin)
-    # the proxy's port or socket first: if it is taken, nothing has been done yet
-    with _listening(lport, unix_socket) as listening, httpx.Client(base_url=url, timeout=_TIMEOUT) as http:
-        client = EnclaveClient(http, loaded, identity, policy, party=party)
-        connection = client.connect()
-        _announce(connection)
-        saved = profile.Profile(
-            url=url,
-            manifest=str(manifest_path.resolve()),
-            manifest_sha256=loaded.hash,
-            party=client.party.name,
-            private_key=str(key.resolve()),
-            instance=connection.instance.hex(),
-            key_id=connection.key_id,
-            development=connection.attestation.development,
-            allow_debug=policy.allow_debug,
-            connected_at=profile.now_iso(),
-            pcr_file=str(pcr_file.resolve()) if pcr_file else None,
-            pcrs={f"pcr{i}": v for i, v in enumerate(flags)} if pcr_file is None else None,  # type: ignore[misc]
-        )
-        path = saved.save(profile_dir)
-        if listening is not None:
-            _run_proxy(client, listening, origins)
-            return
-    me = client.party
-    summary: dict[str, Any] = {
-        "enclave": url,
-        "mode": "development (simulated)" if connection.attestation.development else "production (AWS Nitro)",
-        "module_id": connection.attestation.module_id,
-        "pcrs": {f"pcr{i}": connection.attestation.pcrs[i].hex() for i in (0, 1, 2)},
-        "measurements": connection.attestation.matched.label,
-        "session": loaded.session,
-        "manifest_sha256": loaded.hash,
-        "party": me.name,
-        "roles": sorted(r.value for r in me.roles),
-        "may_submit": [t.qualified for t in loaded.inputs_of(me.name)] if me.has(Role.CONTRIBUTOR) else [],
-        "may_read": [c.name for c in loaded.readable_by(me.name)],
-        "profile": str(path),
-    }
-    if as_json:
-        print_json(summary)
-        return
-    out.print(
-        styled("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
-    )
-    table = Table(show_header=False, box=None)
-    for label, value in summary.items():  # module_id, the PCR set's name, names: all from outside
-        if label == "pcrs":
-            for name, pcr in value.items():
-                table.add_row(name.upper(), plain(pcr))
-            continue
-        table.add_row(label.replace("_", " "), plain(", ".join(value) if isinstance(value, list) else value))
-    out.print(table)
-
-
-def _allowed_origins(values: list[str]) -> list[str]:
-    """``--allow-origin`` values in the exact form browsers send (a wrong one stops here)."""
-    if not values:
-        return []
-    from oblv_mpc.proxy import normalize_origin
-
-    return [normalize_origin(value) for value in values]
-
-
-@dataclass(frozen=True)
-class _Listening:
-    sock: socket.socket
-    where: str
-    unix_path: Path | None
-
-
-@contextlib.contextmanager
-def _listening(lport: int | None, unix_socket: Path | None) -> Iterator[_Listening | None]:
-    """The proxy's listening socket, if it is to run: 127.0.0.1:lport, or an owner-only Unix socket."""
-    if unix_socket is not None:
-        from oblv_mpc.proxy import listen_unix
-
-        listener = listen_unix(unix_socket)
-        try:
-            yield _Listening(listener.sock, f"unix:{listener.path}", listener.path)
-        finally:
-            listener.close()
-    elif lport is not None:
-        from oblv_mpc.enclave.server import listen, url_of
-
-        try:
-            sock = listen("127.0.0.1", lport)
-        except OSError as exc:
-            raise UsageError(
-                f"cannot listen on 127.0.0.1:{lport}: {exc.strerror or exc}", hint="choose another --lport (0: any)"
-            ) from None
-        with sock:
-            yield _Listening(sock, url_of(sock), None)
-    else:
-        yield None
-
-
-def _run_proxy(client: EnclaveClient, listening: _Listening, origins: list[str]) -> None:
-    """Serve the attested proxy on its socket until Ctrl-C."""
-    from oblv_mpc.enclave.server import serve_forever
-    from oblv_mpc.proxy import Proxy
-
-    me = client.party.name
-    proxy = Proxy(client, lambda line: err.print(plain(line)), allow_origins=origins)  # lines quote what clients sent
-    for origin in origins:
-        warn(
-            f"--allow-origin {origin}: scripts on pages from {origin} can use this proxy, "
-            f"and so act as {me} (sign, submit, read what {me} may read)"
-        )
-    out.print(plain(f"ready: proxy listening on {listening.where} (party {me})"))
-    out.file.flush()
-    if listening.unix_path is not None:
-        err.print(f"reach it with: curl --unix-socket {listening.unix_path} http://localhost/PATH", markup=False)
-    serve_forever(proxy.app, listening.sock)
-    err.print("proxy stopped")
 
 
 def _receipt_file(profile_dir: Path, table: str) -> Path:
@@ -237,8 +36,8 @@ def submit(
         "--allow-fresh-privacy-budget",
         help="Submit to a restarted enclave although an earlier one already spent privacy budget (loud).",
     ),
-    profile_dir: Path = _PROFILE,
-    as_json: bool = _JSON,
+    profile_dir: Path = PROFILE,
+    as_json: bool = JSON,
 ) -> None:
     """Check the file against the manifest's schema here, then upload it sealed, and save the signed receipt."""
     from oblv_mpc.tables import validate_file  # Arrow and DuckDB load only for this command
@@ -258,7 +57,7 @@ def submit(
             summary=f"{summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...",
         )
     )
-    with _session(profile_dir) as (client, _):
+    with connected(profile_dir) as (client, _):
         assert client.connection is not None
         check_new_instance(
             PrivacyLedger(profile_dir),
@@ -307,9 +106,9 @@ def _progress() -> Progress:
     )
 
 
-def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
+def status(profile_dir: Path = PROFILE, as_json: bool = JSON) -> None:
     """Who has submitted what, and which computations are waiting, ready or done."""
-    with _session(profile_dir) as (client, _):
+    with connected(profile_dir) as (client, _):
         answer = client.status()
     if as_json:
         print_json(answer)
@@ -351,11 +150,11 @@ def status(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
 
 def compute(
     name: str = typer.Argument(..., help="The computation to run."),
-    profile_dir: Path = _PROFILE,
-    as_json: bool = _JSON,
+    profile_dir: Path = PROFILE,
+    as_json: bool = JSON,
 ) -> None:
     """Ask the enclave to run a computation now (its readers may); it runs only on complete input."""
-    with _session(profile_dir) as (client, _):
+    with connected(profile_dir) as (client, _):
         answer = client.compute(name)
     if as_json:
         print_json(answer)
@@ -396,13 +195,13 @@ def fetch(
     name: str = typer.Argument(..., help="The computation whose result to fetch."),
     output: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file."),
     fmt: str = typer.Option("csv", "--format", help="csv, json or parquet, for --out."),
-    profile_dir: Path = _PROFILE,
-    as_json: bool = _JSON,
+    profile_dir: Path = PROFILE,
+    as_json: bool = JSON,
 ) -> None:
     """Fetch a result you may read: decrypted here, its enclave signature checked, shown and saved."""
     if fmt not in result_files.FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(result_files.FORMATS)}")
-    with _session(profile_dir) as (client, _), _progress_bar(name) as on_progress:
+    with connected(profile_dir) as (client, _), _progress_bar(name) as on_progress:
         result = client.wait_for_result(name, on_progress=on_progress)  # a synthetic release may take minutes
     if output is not None:
         _write_result(result, output, fmt)
@@ -474,9 +273,9 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def transcript(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
+def transcript(profile_dir: Path = PROFILE, as_json: bool = JSON) -> None:
     """The session's event log: every link of the hash chain and the enclave's signature verified."""
-    with _session(profile_dir) as (client, _):
+    with connected(profile_dir) as (client, _):
         events = client.transcript()
     if as_json:
         print_json(
@@ -493,5 +292,6 @@ def transcript(profile_dir: Path = _PROFILE, as_json: bool = _JSON) -> None:
 
 
 def register(app: typer.Typer) -> None:
-    for command in (connect, submit, status, compute, fetch, transcript):
+    """Add the commands of a connected party to ``app``."""
+    for command in (submit, status, compute, fetch, transcript):
         app.command(command.__name__)(command)

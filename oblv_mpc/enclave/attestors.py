@@ -17,6 +17,8 @@ from oblv_mpc.errors import UsageError
 
 
 class AttestorKind(enum.StrEnum):
+    """Which attestor ``mpc enclave serve --attestor`` uses."""
+
     AUTO = "auto"
     NSM = "nsm"
     SIMULATED = "simulated"

@@ -25,9 +25,13 @@ def listen(host: str, port: int) -> socket.socket:
     """A listening TCP socket on ``host:port`` (port 0: any free port)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(128)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()  # a port that is taken leaves no socket behind
+        raise
     return sock
 
 
@@ -41,12 +45,17 @@ def listen_vsock(port: int) -> socket.socket:
     if family is None:
         raise OSError("this Python has no AF_VSOCK support (Linux only)")
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.bind((socket.VMADDR_CID_ANY, port))
-    sock.listen(128)
+    try:
+        sock.bind((socket.VMADDR_CID_ANY, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
 def url_of(sock: socket.socket) -> str:
+    """How to reach a listening socket: ``http://host:port`` or ``vsock://cid:port``."""
     if sock.family == getattr(socket, "AF_VSOCK", None):
         cid, port = sock.getsockname()[:2]
         return f"vsock://{cid}:{port}"

@@ -94,21 +94,8 @@ def _computation(
     renderer: _LazyRenderer,
     problems: Problems,
 ) -> Computation | None:
-    if "min_group_size" in body:
-        problems.add(
-            f"{path}.min_group_size",
-            "was replaced by each owner's protection rules (inputs.<party.table>.protection.min_distinct): the "
-            "enclave now counts each owner's distinct units per group itself, instead of trusting a column the "
-            "SQL computes (docs/manifest.md#protection)",
-        )
-    _fields.unknown({k: v for k, v in body.items() if k != "min_group_size"}, _COMPUTATION, path, problems)
-    readers = _readers(body, path, parties, party_names, problems)
+    readers, description = _header(body, path, parties, party_names, problems)
     max_output_rows = _fields.positive_int(body, "max_output_rows", path, problems, None)
-    description = body.get("description", "")
-    if not isinstance(description, str):
-        problems.expected(f"{path}.description", "text", description)
-        description = ""
-    _fields.no_hidden(description, f"{path}.description", problems, allow="\n\t")
     if "synthetic" in body:
         if {"template", "sql", "params", "dp", "max_output_rows"} & set(body):
             problems.add(path, "a synthetic release takes no template, sql, params, dp or max_output_rows")
@@ -180,6 +167,27 @@ def _computation(
         run_sql=run_sql,
         policy=policy,
     )
+
+
+def _header(
+    body: Mapping[str, Any], path: str, parties: Mapping[str, Party], party_names: set[str], problems: Problems
+) -> tuple[list[str], str]:
+    """What every computation has: known fields, its readers, its description."""
+    if "min_group_size" in body:
+        problems.add(
+            f"{path}.min_group_size",
+            "was replaced by each owner's protection rules (inputs.<party.table>.protection.min_distinct): the "
+            "enclave now counts each owner's distinct units per group itself, instead of trusting a column the "
+            "SQL computes (docs/manifest.md#protection)",
+        )
+    _fields.unknown({k: v for k, v in body.items() if k != "min_group_size"}, _COMPUTATION, path, problems)
+    readers = _readers(body, path, parties, party_names, problems)
+    description = body.get("description", "")
+    if not isinstance(description, str):
+        problems.expected(f"{path}.description", "text", description)
+        description = ""
+    _fields.no_hidden(description, f"{path}.description", problems, allow="\n\t")
+    return readers, description
 
 
 def _synthetic_computation(

@@ -104,45 +104,15 @@ def _inputs(raw: Any, parties: Mapping[str, Party], party_names: set[str], probl
     tables: dict[str, InputTable] = {}
     for qualified, body in raw.items():
         path = f"inputs.{qualified}"
-        if not isinstance(qualified, str) or qualified.count(".") != 1:
-            problems.expected(path, "an input named party.table", qualified)
+        named = _input_name(qualified, path, parties, party_names, problems)
+        if named is None:
             continue
-        party, table = qualified.split(".")
-        if not (
-            _fields.name(party, path, problems, "a party name") and _fields.name(table, path, problems, "a table name")
-        ):
-            continue
-        if party not in party_names:
-            problems.expected(path, f"a table of a declared party (one of: {', '.join(sorted(party_names))})", party)
-        elif party in parties and not parties[party].has(Role.CONTRIBUTOR):
-            problems.add(path, f"party {party!r} has no contributor role, so it cannot provide a table")
         if not isinstance(body, dict):
             problems.expected(path, "a mapping with columns", body)
             continue
         _fields.unknown(body, _INPUT, path, problems)
-        columns: list[Column] = []
-        raw_columns = body.get("columns")
-        if not isinstance(raw_columns, dict) or not raw_columns:
-            problems.expected(f"{path}.columns", "a mapping of column name -> type", raw_columns)
-        else:
-            for column, spec in raw_columns.items():
-                where = f"{path}.columns.{column}"
-                if not _fields.column_name(column, where, problems):
-                    continue
-                type_name = spec.get("type") if isinstance(spec, dict) and set(spec) == {"type"} else spec
-                if isinstance(type_name, str) and type_name in {t.value for t in ColumnType}:
-                    columns.append(Column(column, ColumnType(type_name)))
-                else:
-                    problems.expected(where, f"a type among {', '.join(t.value for t in ColumnType)}", type_name)
-        key = body.get("key", [])
-        if isinstance(key, str):
-            key = [key]
-        if not isinstance(key, list) or not all(isinstance(k, str) for k in key):
-            problems.expected(f"{path}.key", "a column name or a list of column names", key)
-            key = []
-        for k in key:
-            if columns and k not in {c.name for c in columns}:
-                problems.expected(f"{path}.key", "columns of this table", k)
+        columns = _columns(body.get("columns"), path, problems)
+        key = _key(body.get("key", []), columns, path, problems)
         max_rows = _fields.positive_int(body, "max_rows", path, problems, DEFAULT_MAX_ROWS)
         max_bytes = _fields.positive_int(body, "max_bytes", path, problems, DEFAULT_MAX_BYTES)
         # YAML mappings are unordered: columns are kept sorted by name, so key order never matters.
@@ -152,10 +122,61 @@ def _inputs(raw: Any, parties: Mapping[str, Party], party_names: set[str], probl
         )
         if not columns:
             continue  # reported above; a table without columns cannot be checked against any SQL
+        party, table = named
         tables[qualified] = InputTable(
             party, table, tuple(columns), tuple(key), max_rows or 1, max_bytes or 1, protection
         )
     return tables
+
+
+def _input_name(
+    qualified: Any, path: str, parties: Mapping[str, Party], party_names: set[str], problems: Problems
+) -> tuple[str, str] | None:
+    """``party.table`` split, or None when it is no such name; a party that cannot contribute is a problem."""
+    if not isinstance(qualified, str) or qualified.count(".") != 1:
+        problems.expected(path, "an input named party.table", qualified)
+        return None
+    party, table = qualified.split(".")
+    if not (
+        _fields.name(party, path, problems, "a party name") and _fields.name(table, path, problems, "a table name")
+    ):
+        return None
+    if party not in party_names:
+        problems.expected(path, f"a table of a declared party (one of: {', '.join(sorted(party_names))})", party)
+    elif party in parties and not parties[party].has(Role.CONTRIBUTOR):
+        problems.add(path, f"party {party!r} has no contributor role, so it cannot provide a table")
+    return party, table
+
+
+def _columns(raw_columns: Any, path: str, problems: Problems) -> list[Column]:
+    """An input's columns: name -> type (or ``{type: ...}``), each name and type checked."""
+    columns: list[Column] = []
+    if not isinstance(raw_columns, dict) or not raw_columns:
+        problems.expected(f"{path}.columns", "a mapping of column name -> type", raw_columns)
+        return columns
+    for column, spec in raw_columns.items():
+        where = f"{path}.columns.{column}"
+        if not _fields.column_name(column, where, problems):
+            continue
+        type_name = spec.get("type") if isinstance(spec, dict) and set(spec) == {"type"} else spec
+        if isinstance(type_name, str) and type_name in {t.value for t in ColumnType}:
+            columns.append(Column(column, ColumnType(type_name)))
+        else:
+            problems.expected(where, f"a type among {', '.join(t.value for t in ColumnType)}", type_name)
+    return columns
+
+
+def _key(key: Any, columns: list[Column], path: str, problems: Problems) -> list[str]:
+    """An input's key: a column name or a list of them, each a column of the table."""
+    if isinstance(key, str):
+        key = [key]
+    if not isinstance(key, list) or not all(isinstance(k, str) for k in key):
+        problems.expected(f"{path}.key", "a column name or a list of column names", key)
+        return []
+    for k in key:
+        if columns and k not in {c.name for c in columns}:
+            problems.expected(f"{path}.key", "columns of this table", k)
+    return key
 
 
 def from_data(raw: Any, *, source: str = "<manifest>", complete: bool = True) -> Manifest:

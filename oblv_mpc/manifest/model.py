@@ -36,10 +36,12 @@ class ColumnType(enum.StrEnum):
 
     @property
     def sql(self) -> str:
+        """The DuckDB type the column is stored as."""
         return _SQL_TYPES[self]
 
     @property
     def numeric(self) -> bool:
+        """Whether the type holds numbers (integer or float)."""
         return self in (ColumnType.INTEGER, ColumnType.FLOAT)
 
 
@@ -63,9 +65,11 @@ class Party:
 
     @property
     def fingerprint(self) -> str:
+        """The party's public key fingerprint."""
         return keys.fingerprint(self.public_key)
 
     def has(self, role: Role) -> bool:
+        """Whether the party holds ``role``."""
         return role in self.roles
 
 
@@ -178,6 +182,7 @@ class InputTable:
         return f"{self.party}.{self.table}"
 
     def column(self, name: str) -> Column | None:
+        """The column named ``name``, if the table has one."""
         return next((c for c in self.columns if c.name == name), None)
 
 
@@ -373,9 +378,11 @@ class Manifest:
         return next((p for p in self.parties.values() if keys.spki_der(p.public_key) == wanted), None)
 
     def inputs_of(self, party: str) -> list[InputTable]:
+        """The input tables ``party`` contributes."""
         return [t for t in self.inputs.values() if t.party == party]
 
     def readable_by(self, party: str) -> list[Computation]:
+        """The computations whose results ``party`` may read."""
         return [c for c in self.computations.values() if party in c.readers]
 
 

@@ -65,6 +65,7 @@ class MinDistinctUnits:
     column: str  # the helper column with the enclave's count for this table
 
     def describe(self) -> str:
+        """The rule in plain words, naming the owner it protects."""
         owner = self.table.split(".", 1)[0]
         return (
             f"{owner}: every released group holds at least {self.k} distinct {self.unit} of {self.table} "
@@ -72,6 +73,7 @@ class MinDistinctUnits:
         )
 
     def apply(self, result: Judged) -> Judged:
+        """Keep the groups with at least ``k`` units; count the others as suppressed."""
         index = [name for name, _ in result.columns].index(self.column)
         kept = [row for row in result.rows if isinstance(row[index], int) and row[index] >= self.k]
         return Judged(result.columns, kept, result.suppressed + len(result.rows) - len(kept))
@@ -84,9 +86,11 @@ class MaxOutputRows:
     limit: int
 
     def describe(self) -> str:
+        """The rule in plain words."""
         return f"a result with more than {self.limit} rows is withheld entirely"
 
     def apply(self, result: Judged) -> Judged:
+        """The result unchanged, or :class:`Withheld` when it has too many rows."""
         if len(result.rows) > self.limit:
             raise Withheld(f"the result has more rows than max_output_rows ({self.limit}); nothing is released")
         return result
@@ -118,6 +122,7 @@ class ReleasePolicy:
 
     @property
     def rules(self) -> Sequence[Rule]:
+        """Every rule, in the order it applies."""
         return (*self.thresholds, *self.limits)
 
     def describe(self) -> list[str]:

@@ -67,6 +67,24 @@ def analyse(tree: Mapping[str, Any], inputs: tuple[str, ...], tables: Mapping[st
 
 
 def _analyse(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> Usage:
+    _check_plain_select(node)
+    occurrences: list[_Occurrence] = []
+    _from(node["from_table"], tables, occurrences)
+    if not occurrences:
+        raise _Opaque
+    joined = node["from_table"].get("type") == "JOIN"
+    resolve = _Resolver(occurrences, tables)
+    grouped = _group_by(node, resolve)
+    if node.get("where_clause") is not None:
+        _where(node["where_clause"], resolve)
+    for expression in node["select_list"]:
+        _output(expression, resolve, grouped)
+    _order_by(node, resolve, grouped)
+    return Usage(Shape.AGGREGATE, [o.use for o in occurrences], joined=joined)
+
+
+def _check_plain_select(node: Mapping[str, Any]) -> None:
+    """One SELECT: no CTE, HAVING, QUALIFY, sample or other aggregate handling."""
     if node.get("type") != "SELECT_NODE" or node["cte_map"]["map"]:
         raise _Opaque
     for key in ("having", "qualify", "sample"):
@@ -74,12 +92,10 @@ def _analyse(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> Usage
             raise _Opaque
     if node.get("aggregate_handling") != "STANDARD_HANDLING":
         raise _Opaque
-    occurrences: list[_Occurrence] = []
-    _from(node["from_table"], tables, occurrences)
-    if not occurrences:
-        raise _Opaque
-    joined = node["from_table"].get("type") == "JOIN"
-    resolve = _Resolver(occurrences, tables)
+
+
+def _group_by(node: Mapping[str, Any], resolve: _Resolver) -> set[tuple[int, str]]:
+    """The grouped columns, each a dimension of its table; no GROUPING SETS, ROLLUP or CUBE."""
     groups = node.get("group_expressions", [])
     if len(node.get("group_sets", [])) > 1 or any(sorted(s) != list(range(len(groups))) for s in node["group_sets"]):
         raise _Opaque  # GROUPING SETS, ROLLUP, CUBE
@@ -88,24 +104,27 @@ def _analyse(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> Usage
         occurrence, column = resolve(expression)
         occurrence.use.dimensions.add(column)
         grouped.add((id(occurrence), column))
-    if node.get("where_clause") is not None:
-        for expression in _walk(node["where_clause"]):
-            if "class" not in expression:
-                continue  # a literal's value, not an expression
-            kind = (expression["class"], expression.get("type"))
-            if kind == ("FUNCTION", "FUNCTION"):
-                if expression.get("function_name") not in _WHERE_FUNCTIONS or expression.get("schema") not in (
-                    "",
-                    None,
-                ):
-                    raise _Opaque
-            elif kind not in _WHERE_NODES:
-                raise _Opaque  # other functions, casts, CASE, COLUMNS(*), positional #n, subqueries ...
-            if expression["class"] == "COLUMN_REF":
-                occurrence, column = resolve(expression)
-                occurrence.use.dimensions.add(column)
-    for expression in node["select_list"]:
-        _output(expression, resolve, grouped)
+    return grouped
+
+
+def _where(clause: Mapping[str, Any], resolve: _Resolver) -> None:
+    """A WHERE clause of the allowed nodes only; each column it reads is a dimension."""
+    for expression in _walk(clause):
+        if "class" not in expression:
+            continue  # a literal's value, not an expression
+        kind = (expression["class"], expression.get("type"))
+        if kind == ("FUNCTION", "FUNCTION"):
+            if expression.get("function_name") not in _WHERE_FUNCTIONS or expression.get("schema") not in ("", None):
+                raise _Opaque
+        elif kind not in _WHERE_NODES:
+            raise _Opaque  # other functions, casts, CASE, COLUMNS(*), positional #n, subqueries ...
+        if expression["class"] == "COLUMN_REF":
+            occurrence, column = resolve(expression)
+            occurrence.use.dimensions.add(column)
+
+
+def _order_by(node: Mapping[str, Any], resolve: _Resolver, grouped: set[tuple[int, str]]) -> None:
+    """ORDER BY output columns, positions, grouped dimensions or plain aggregates; no LIMIT, no DISTINCT."""
     for modifier in node.get("modifiers", []):
         if modifier.get("type") != "ORDER_MODIFIER":
             raise _Opaque  # LIMIT, DISTINCT
@@ -114,7 +133,6 @@ def _analyse(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> Usage
             if expression.get("class") == "CONSTANT":
                 continue
             _output(expression, resolve, grouped, aliases={str(e.get("alias")) for e in node["select_list"]})
-    return Usage(Shape.AGGREGATE, [o.use for o in occurrences], joined=joined)
 
 
 # What a WHERE clause over protected tables may hold: comparisons, AND/OR/NOT, IS [NOT] NULL,
@@ -207,13 +225,7 @@ def _from(node: Mapping[str, Any], tables: Mapping[str, InputTable], found: list
     if node.get("sample") is not None:
         raise _Opaque
     if node.get("type") == "BASE_TABLE":
-        schema, name = node.get("schema_name", ""), node.get("table_name", "")
-        qualified = f"{schema}.{name}"
-        if node.get("catalog_name") or qualified not in tables or node.get("at_clause") or node["column_name_alias"]:
-            raise _Opaque
-        alias = node.get("alias") or ""
-        names = ((alias,),) if alias else ((name,), (schema, name))
-        found.append(_Occurrence(TableUse(qualified, alias=alias), names, schema, name))
+        found.append(_base_table(node, tables))
         return
     if node.get("type") != "JOIN" or node.get("join_type") != "INNER" or node.get("ref_type") != "REGULAR":
         raise _Opaque
@@ -226,43 +238,69 @@ def _from(node: Mapping[str, Any], tables: Mapping[str, InputTable], found: list
         if node.get("condition") is not None:
             raise _Opaque
         for column in node["using_columns"]:
-            types = set()
-            for side in sides:
-                having = [o for o in side if tables[o.use.table].column(column) is not None]
-                if not having:
-                    raise _Opaque
-                for occurrence in having:
-                    occurrence.use.joins.add(column)
-                    declared = tables[occurrence.use.table].column(column)
-                    assert declared is not None
-                    types.add(declared.type)
-            if len(types) != 1:
-                raise _Opaque  # USING columns of different types: a cast in every comparison
+            _using(column, sides, tables)
         return
-    resolve = _Resolver(found[before:], tables)
     condition = node.get("condition")
     if condition is None:
         raise _Opaque  # a cross join
+    resolve = _Resolver(found[before:], tables)
     for comparison in _conjuncts(condition):
-        if comparison.get("type") != "COMPARE_EQUAL":
+        _on(comparison, sides, resolve, tables)
+
+
+def _base_table(node: Mapping[str, Any], tables: Mapping[str, InputTable]) -> _Occurrence:
+    """A declared input, as itself or under an alias (no other catalog, no time travel, no column aliases)."""
+    schema, name = node.get("schema_name", ""), node.get("table_name", "")
+    qualified = f"{schema}.{name}"
+    if node.get("catalog_name") or qualified not in tables or node.get("at_clause") or node["column_name_alias"]:
+        raise _Opaque
+    alias = node.get("alias") or ""
+    names = ((alias,),) if alias else ((name,), (schema, name))
+    return _Occurrence(TableUse(qualified, alias=alias), names, schema, name)
+
+
+def _using(column: str, sides: tuple[list[_Occurrence], list[_Occurrence]], tables: Mapping[str, InputTable]) -> None:
+    """``USING (column)``: a column of one type on both sides, a join column of every table that has it."""
+    types = set()
+    for side in sides:
+        having = [o for o in side if tables[o.use.table].column(column) is not None]
+        if not having:
             raise _Opaque
-        ends = []
-        for side in (comparison["left"], comparison["right"]):
-            if side.get("class") != "COLUMN_REF":
-                raise _Opaque
-            ends.append(resolve(side))
-        (first, first_column), (second, second_column) = ends
-        # Each equality links one table on the left with one on the right (a.id = a.id links
-        # nothing: a cross join), and compares columns of one type (no cast, no collisions).
-        left = {id(o) for o in sides[0]}
-        if (id(first) in left) == (id(second) in left):
+        for occurrence in having:
+            occurrence.use.joins.add(column)
+            declared = tables[occurrence.use.table].column(column)
+            assert declared is not None
+            types.add(declared.type)
+    if len(types) != 1:
+        raise _Opaque  # USING columns of different types: a cast in every comparison
+
+
+def _on(
+    comparison: Mapping[str, Any],
+    sides: tuple[list[_Occurrence], list[_Occurrence]],
+    resolve: _Resolver,
+    tables: Mapping[str, InputTable],
+) -> None:
+    """One equality of an ON condition: a column of the left side = a column of the right, one type."""
+    if comparison.get("type") != "COMPARE_EQUAL":
+        raise _Opaque
+    ends = []
+    for side in (comparison["left"], comparison["right"]):
+        if side.get("class") != "COLUMN_REF":
             raise _Opaque
-        first_type = tables[first.use.table].column(first_column)
-        second_type = tables[second.use.table].column(second_column)
-        if first_type is None or second_type is None or first_type.type is not second_type.type:
-            raise _Opaque
-        first.use.joins.add(first_column)
-        second.use.joins.add(second_column)
+        ends.append(resolve(side))
+    (first, first_column), (second, second_column) = ends
+    # Each equality links one table on the left with one on the right (a.id = a.id links
+    # nothing: a cross join), and compares columns of one type (no cast, no collisions).
+    left = {id(o) for o in sides[0]}
+    if (id(first) in left) == (id(second) in left):
+        raise _Opaque
+    first_type = tables[first.use.table].column(first_column)
+    second_type = tables[second.use.table].column(second_column)
+    if first_type is None or second_type is None or first_type.type is not second_type.type:
+        raise _Opaque
+    first.use.joins.add(first_column)
+    second.use.joins.add(second_column)
 
 
 def _conjuncts(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:

@@ -160,17 +160,21 @@ class Renderer:
         self._connection = _empty_database(tables)
 
     def serialize(self, sql: str) -> str:
+        """DuckDB's JSON parse tree of ``sql``."""
         row = self._connection.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
         return str(row[0]) if row else "{}"
 
     def deserialize(self, tree: str) -> str:
+        """The SQL text of a JSON parse tree."""
         row = self._connection.execute("SELECT json_deserialize_sql(?::JSON)", [tree]).fetchone()
         return str(row[0]) if row else ""
 
     def describe(self, sql: str) -> tuple[tuple[str, str], ...]:
+        """The result columns of ``sql``: name and DuckDB type, in order."""
         return tuple((str(r[0]), str(r[1])) for r in self._connection.execute(f"DESCRIBE {sql}").fetchall())
 
     def close(self) -> None:
+        """Close the empty database."""
         self._connection.close()
 
 
@@ -247,102 +251,141 @@ def _check_cached(sql: str, signature: tuple[Any, ...], holder: _Tables) -> tupl
 
 
 def _check(sql: str, tables: Mapping[str, InputTable], problems: Problems) -> SqlInfo | None:
-    import duckdb
-
+    """Every check of one computation's SQL, in stages; each stage runs only if those before it passed."""
     path = "sql"
     before = len(problems.items)
     connection = _empty_database(tables)
     try:
-        try:
-            statements = connection.extract_statements(sql)
-        except duckdb.Error as exc:
-            problems.add(path, f"not valid SQL: {str(exc).splitlines()[0]}")
-            return None
-        if len(statements) != 1:
-            problems.add(path, f"must be exactly one statement, found {len(statements)}")
-            return None
-        kind = statements[0].type.name
-        if kind != "SELECT":
-            problems.add(path, f"{_STATEMENT_NAMES.get(kind, kind)} is not allowed: only a single read-only SELECT")
-            return None
-        raw = connection.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
-        tree = json.loads(raw[0]) if raw else {}
-        if tree.get("error"):
-            problems.add(path, f"not a plain SELECT: {tree.get('error_message', 'unsupported')}")
+        tree = _select_tree(connection, sql, path, problems)
+        if tree is None:
             return None
         ctes = _cte_names(tree)
-        for cte in sorted(ctes):
-            # A reference outside a CTE's scope would read the catalog object of that name (say
-            # duckdb_views, which lists every party's data): a CTE may not take such a name.
-            try:
-                connection.execute(f"DESCRIBE SELECT * FROM {quote(cte)}")
-            except duckdb.Error:
-                continue
-            problems.add(path, f"CTE name {cte!r} is the name of a built-in table; choose another")
+        _check_cte_names(connection, ctes, path, problems)
         if len(problems.items) != before:
             return None
-        used: list[str] = []
-        forbidden = FORBIDDEN_FUNCTIONS | _inconsistent_functions()
-        for node in _walk(tree.get("statements", [])):
-            kind = node.get("type")
-            if node.get("sample") is not None:
-                problems.add(path, "USING SAMPLE / TABLESAMPLE is not allowed: results must not depend on chance")
-            names = [str(n).lower() for n in node.get("column_names", [])] if kind == "COLUMN_REF" else []
-            if len(names) == 1 and names[0] in CLOCK_KEYWORDS:
-                problems.add(
-                    path,
-                    f"{node['column_names'][0]} is not allowed: results must not depend on the clock or the session",
-                )
-            elif kind == "TABLE_FUNCTION":
-                function = node.get("function", {}).get("function_name", "?")
-                problems.add(path, f"table function {function}() is not allowed: read only the declared tables")
-            elif kind == "BASE_TABLE":
-                schema, name, catalog = (
-                    node.get("schema_name", ""),
-                    node.get("table_name", ""),
-                    node.get("catalog_name", ""),
-                )
-                qualified = f"{schema}.{name}" if schema else name
-                if catalog:
-                    problems.add(path, f"table {catalog}.{qualified}: other catalogs are not allowed")
-                elif not schema and name in ctes:
-                    continue
-                elif qualified not in tables:
-                    problems.add(
-                        path, f"undeclared table {qualified!r}: only the inputs {', '.join(sorted(tables))} may be read"
-                    )
-                elif qualified not in used:
-                    used.append(qualified)
-            elif kind == "FUNCTION" and node.get("function_name", "").lower() in forbidden:
-                problems.add(
-                    path,
-                    f"function {node['function_name']}() is not allowed: results must not depend on "
-                    "the clock, chance or the environment",
-                )
-            elif kind == "FUNCTION" and node.get("schema", "") not in ("", "main"):
-                problems.add(path, f"function {node.get('schema')}.{node.get('function_name')}() is not allowed")
+        used = _check_nodes(tree, tables, ctes, path, problems)
         if len(problems.items) != before:
             return None
-        try:
-            described = connection.execute(f"DESCRIBE {sql}").fetchall()
-        except duckdb.Error as exc:
-            message = str(exc).splitlines()[0].removeprefix("Binder Error: ")
-            problems.add(path, f"does not bind to the declared tables (undeclared column or table?): {message}")
-            return None
-        columns = tuple((str(r[0]), str(r[1])) for r in described)
-        for name, kind in columns:
-            if not _output_type_ok(kind):
-                problems.add(
-                    path,
-                    f"output column {name!r} has type {kind}, which a result cannot carry: cast it to text or a "
-                    "number (allowed: integers, floats, decimals, text, boolean, date, time, timestamp)",
-                )
-            if name.startswith(HELPER_PREFIX):
-                problems.add(path, f"output column {name!r}: names starting with {HELPER_PREFIX} are the enclave's")
-        if len(problems.items) != before:
+        columns = _output_columns(connection, sql, path, problems)
+        if columns is None or len(problems.items) != before:
             return None
         top = tree["statements"][0]["node"]
         ordered = any(m.get("type") == "ORDER_MODIFIER" for m in top.get("modifiers", []))
         return SqlInfo(tuple(used), columns, ordered, tree)
     finally:
         connection.close()
+
+
+def _select_tree(connection: Any, sql: str, path: str, problems: Problems) -> dict[str, Any] | None:
+    """DuckDB's parse tree of ``sql`` if it is exactly one plain SELECT; else the problem is added."""
+    import duckdb
+
+    try:
+        statements = connection.extract_statements(sql)
+    except duckdb.Error as exc:
+        problems.add(path, f"not valid SQL: {str(exc).splitlines()[0]}")
+        return None
+    if len(statements) != 1:
+        problems.add(path, f"must be exactly one statement, found {len(statements)}")
+        return None
+    kind = statements[0].type.name
+    if kind != "SELECT":
+        problems.add(path, f"{_STATEMENT_NAMES.get(kind, kind)} is not allowed: only a single read-only SELECT")
+        return None
+    raw = connection.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    tree: dict[str, Any] = json.loads(raw[0]) if raw else {}
+    if tree.get("error"):
+        problems.add(path, f"not a plain SELECT: {tree.get('error_message', 'unsupported')}")
+        return None
+    return tree
+
+
+def _check_cte_names(connection: Any, ctes: set[str], path: str, problems: Problems) -> None:
+    import duckdb
+
+    for cte in sorted(ctes):
+        # A reference outside a CTE's scope would read the catalog object of that name (say
+        # duckdb_views, which lists every party's data): a CTE may not take such a name.
+        try:
+            connection.execute(f"DESCRIBE SELECT * FROM {quote(cte)}")
+        except duckdb.Error:
+            continue
+        problems.add(path, f"CTE name {cte!r} is the name of a built-in table; choose another")
+
+
+def _check_nodes(
+    tree: dict[str, Any], tables: Mapping[str, InputTable], ctes: set[str], path: str, problems: Problems
+) -> list[str]:
+    """Check every node of the tree; returns the declared tables it reads, in order of first use."""
+    used: list[str] = []
+    forbidden = FORBIDDEN_FUNCTIONS | _inconsistent_functions()
+    for node in _walk(tree.get("statements", [])):
+        if node.get("sample") is not None:
+            problems.add(path, "USING SAMPLE / TABLESAMPLE is not allowed: results must not depend on chance")
+        problem = _node_problem(node, tables, ctes, forbidden, used)
+        if problem is not None:
+            problems.add(path, problem)
+    return used
+
+
+def _node_problem(
+    node: dict[str, Any], tables: Mapping[str, InputTable], ctes: set[str], forbidden: frozenset[str], used: list[str]
+) -> str | None:
+    """What is wrong with one node of the tree, if anything; a declared table it reads goes into ``used``."""
+    kind = node.get("type")
+    names = [str(n).lower() for n in node.get("column_names", [])] if kind == "COLUMN_REF" else []
+    if len(names) == 1 and names[0] in CLOCK_KEYWORDS:
+        return f"{node['column_names'][0]} is not allowed: results must not depend on the clock or the session"
+    if kind == "TABLE_FUNCTION":
+        function = node.get("function", {}).get("function_name", "?")
+        return f"table function {function}() is not allowed: read only the declared tables"
+    if kind == "BASE_TABLE":
+        return _table_problem(node, tables, ctes, used)
+    if kind == "FUNCTION" and node.get("function_name", "").lower() in forbidden:
+        return (
+            f"function {node['function_name']}() is not allowed: results must not depend on "
+            "the clock, chance or the environment"
+        )
+    if kind == "FUNCTION" and node.get("schema", "") not in ("", "main"):
+        return f"function {node.get('schema')}.{node.get('function_name')}() is not allowed"
+    return None
+
+
+def _table_problem(
+    node: dict[str, Any], tables: Mapping[str, InputTable], ctes: set[str], used: list[str]
+) -> str | None:
+    """A table reference may name a CTE or a declared input, nothing else."""
+    schema, name, catalog = node.get("schema_name", ""), node.get("table_name", ""), node.get("catalog_name", "")
+    qualified = f"{schema}.{name}" if schema else name
+    if catalog:
+        return f"table {catalog}.{qualified}: other catalogs are not allowed"
+    if not schema and name in ctes:
+        return None
+    if qualified not in tables:
+        return f"undeclared table {qualified!r}: only the inputs {', '.join(sorted(tables))} may be read"
+    if qualified not in used:
+        used.append(qualified)
+    return None
+
+
+def _output_columns(connection: Any, sql: str, path: str, problems: Problems) -> tuple[tuple[str, str], ...] | None:
+    """The result's columns (name, DuckDB type) if the SQL binds; each one a result can carry."""
+    import duckdb
+
+    try:
+        described = connection.execute(f"DESCRIBE {sql}").fetchall()
+    except duckdb.Error as exc:
+        message = str(exc).splitlines()[0].removeprefix("Binder Error: ")
+        problems.add(path, f"does not bind to the declared tables (undeclared column or table?): {message}")
+        return None
+    columns = tuple((str(r[0]), str(r[1])) for r in described)
+    for name, kind in columns:
+        if not _output_type_ok(kind):
+            problems.add(
+                path,
+                f"output column {name!r} has type {kind}, which a result cannot carry: cast it to text or a "
+                "number (allowed: integers, floats, decimals, text, boolean, date, time, timestamp)",
+            )
+        if name.startswith(HELPER_PREFIX):
+            problems.add(path, f"output column {name!r}: names starting with {HELPER_PREFIX} are the enclave's")
+    return columns

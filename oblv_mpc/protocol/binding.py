@@ -38,6 +38,7 @@ class EnclaveBinding:
     instance: bytes
 
     def encode(self) -> bytes:
+        """The deterministic CBOR bound into the attestation's ``user_data``."""
         return cbor2.dumps(
             {
                 "v": BINDING_VERSION,
@@ -77,4 +78,5 @@ class EnclaveBinding:
 
 
 def sha256(data: bytes) -> bytes:
+    """SHA-256 of ``data``."""
     return hashlib.sha256(data).digest()

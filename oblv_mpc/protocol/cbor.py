@@ -50,7 +50,9 @@ def _head(data: memoryview, pos: int, end: int, what: str) -> tuple[int, int, in
     return major, info, int.from_bytes(data[pos : pos + size], "big"), pos + size
 
 
-def check(data: bytes | memoryview, caps: CborCaps, what: str) -> None:
+# One loop over every item of every message and result: split into per-item helper calls it took
+# twice as long (1.2M items, 5 MiB: 470 ms -> 1021 ms), so it stays one function.
+def check(data: bytes | memoryview, caps: CborCaps, what: str) -> None:  # noqa: C901
     """Walk one encoded item and raise ProtocolError unless it stays within ``caps``."""
     view = memoryview(data).cast("B")
     end = len(view)

@@ -59,9 +59,11 @@ class Context:
 
     @property
     def enclave_sha256(self) -> bytes:
+        """SHA-256 of the enclave's HPKE public key."""
         return hashlib.sha256(self.enclave_hpke).digest()
 
     def info(self, kind: str, op: str, request_id: bytes = b"") -> bytes:
+        """HPKE ``info`` binding protocol, kind, session, manifest, enclave key, operation and request."""
         fields = [PROTOCOL, kind, self.session, self.manifest_sha256, self.enclave_sha256, op, request_id]
         return cbor2.dumps(fields, canonical=True)
 

@@ -45,6 +45,7 @@ class KeyPair:
 
     @property
     def public_sha256(self) -> bytes:
+        """SHA-256 of the public key bytes."""
         return hashlib.sha256(self.public_bytes).digest()
 
 

@@ -37,10 +37,12 @@ class Event:
 
     @property
     def hash(self) -> bytes:
+        """SHA-256 of the encoded event: what the next event's ``prev`` holds."""
         return hashlib.sha256(self.encoded).digest()
 
 
 def make_event(seq: int, prev: bytes, time_ms: int, kind: str, data: dict[str, Any]) -> Event:
+    """An event with its canonical CBOR encoding."""
     encoded = cbor2.dumps({"seq": seq, "prev": prev, "time": time_ms, "kind": kind, "data": data}, canonical=True)
     return Event(seq, prev, time_ms, kind, data, encoded)
 

@@ -23,7 +23,8 @@ import pyarrow as pa
 class Progress(Protocol):
     """Reports how far a generation has come: ``fraction`` in [0, 1], and the stage in plain words."""
 
-    def __call__(self, fraction: float, stage: str) -> None: ...
+    def __call__(self, fraction: float, stage: str) -> None:
+        """Report ``fraction`` done, now at ``stage`` (fixed words, never data)."""
 
 
 @dataclass(frozen=True)

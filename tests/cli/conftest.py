@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from oblv_mpc.cli import app
+from tests.cli.workspace import Runner, runner_in
 
-Runner = Callable[..., "subprocess.CompletedProcess[str]"]
+__all__ = ["Runner"]  # the runner's type, for the tests that take the fixture
 
 
 @pytest.fixture
@@ -29,19 +27,4 @@ def cli() -> Callable[..., object]:
 @pytest.fixture
 def mpc(tmp_path: Path) -> Runner:
     """Run ``python -m oblv_mpc`` as a real process in ``tmp_path``."""
-
-    def run(
-        *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
-    ) -> subprocess.CompletedProcess[str]:
-        full_env = {**os.environ, "COLUMNS": "200", **(env or {})}
-        return subprocess.run(
-            [sys.executable, "-m", "oblv_mpc", *args],
-            cwd=cwd or tmp_path,
-            env=full_env,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-
-    return run
+    return runner_in(tmp_path)

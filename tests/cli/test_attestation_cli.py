@@ -66,7 +66,7 @@ def test_verify_at_an_explicit_time_and_nonce(cli: Any, ev4: tuple[str, str]) ->
 
 
 def test_debug_document_needs_the_loud_override(cli: Any, tmp_path: Path) -> None:
-    raw = vector("evervault_1.cbor")
+    vector("evervault_1.cbor")  # skips when the shared vectors are absent
     pcrs = tmp_path / "p.yaml"
     pcrs.write_text(EV4_PCRS)
     doc = str(VECTORS / "evervault_1.cbor")
@@ -76,7 +76,6 @@ def test_debug_document_needs_the_loud_override(cli: Any, tmp_path: Path) -> Non
     assert allowed.exit_code == 0, allowed.output
     assert "debug enclaves are ALLOWED" in allowed.stderr
     assert "DEBUG enclave" in allowed.stderr
-    assert raw
 
 
 def test_missing_pcr_file_is_refused(cli: Any, ev4: tuple[str, str], tmp_path: Path) -> None:

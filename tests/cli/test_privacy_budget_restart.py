@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.cli.conftest import Runner
-from tests.cli.test_flow_cli import connect, party, start_server
+from tests.cli.workspace import connect, party, start_server
 
 
 @pytest.fixture

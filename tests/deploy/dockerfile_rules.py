@@ -33,8 +33,19 @@ def _normalize(name: str) -> str:
 
 def check(dockerfile: str, lock: str, pyproject: str) -> list[str]:
     """Every broken rule, as a message; empty when the image is pinned as it must be."""
-    problems = []
     instructions = _instructions(dockerfile)
+    return [
+        *_check_from(instructions),
+        *_check_fetches(instructions),
+        *_check_runtime(instructions),
+        *_check_entrypoint(instructions),
+        *_check_lock(lock, pyproject),
+    ]
+
+
+def _check_from(instructions: list[tuple[str, str]]) -> list[str]:
+    """The base image: pinned by digest, never a moving tag."""
+    problems = []
     froms = [args for word, args in instructions if word == "FROM"]
     if not froms:
         problems.append("no FROM")
@@ -44,6 +55,12 @@ def check(dockerfile: str, lock: str, pyproject: str) -> list[str]:
             problems.append(f"FROM {reference}: base image not pinned by @sha256 digest")
         if ":latest" in reference:
             problems.append(f"FROM {reference}: the latest tag moves")
+    return problems
+
+
+def _check_fetches(instructions: list[tuple[str, str]]) -> list[str]:
+    """Nothing fetched unpinned; dependencies from the lock file, by hash, as wheels."""
+    problems = []
     runs = [args for word, args in instructions if word == "RUN"]
     for run in runs:
         if re.search(r"\b(curl|wget|git clone|apt-get install)\b", run):
@@ -57,28 +74,35 @@ def check(dockerfile: str, lock: str, pyproject: str) -> list[str]:
     for word, args in instructions:
         if word == "ADD" and re.search(r"https?://", args):
             problems.append("ADD from a URL fetches unpinned content")
+    return problems
+
+
+def _check_runtime(instructions: list[tuple[str, str]]) -> list[str]:
+    """No bytecode written (timestamps), and not root."""
+    problems = []
     env = " ".join(args for word, args in instructions if word == "ENV")
     if "PYTHONDONTWRITEBYTECODE=1" not in env:
         problems.append("bytecode would be written (.pyc files carry timestamps)")
     users = [args for word, args in instructions if word == "USER"]
     if not users or users[-1].split(":")[0] in ("0", "root"):
         problems.append("the app would run as root: set a non-root USER")
+    return problems
+
+
+def _check_entrypoint(instructions: list[tuple[str, str]]) -> list[str]:
+    """An exec-form ENTRYPOINT on vsock, awaiting its manifest, with the real NSM only."""
     entrypoints = [args for word, args in instructions if word == "ENTRYPOINT"]
     if not entrypoints:
-        problems.append("no ENTRYPOINT")
-    else:
-        try:
-            argv = json.loads(entrypoints[-1])
-        except json.JSONDecodeError:
-            argv = None
-            problems.append("ENTRYPOINT must be in exec (JSON array) form")
-        if argv is not None:
-            for needed in ("--vsock-port", "--await-manifest"):
-                if needed not in argv:
-                    problems.append(f"ENTRYPOINT does not pass {needed}")
-            if "--attestor" not in argv or argv[argv.index("--attestor") + 1] != "nsm":
-                problems.append("ENTRYPOINT must pin --attestor nsm (never fall back to the simulator)")
-    problems += _check_lock(lock, pyproject)
+        return ["no ENTRYPOINT"]
+    try:
+        argv = json.loads(entrypoints[-1])
+    except json.JSONDecodeError:
+        return ["ENTRYPOINT must be in exec (JSON array) form"]
+    problems = [
+        f"ENTRYPOINT does not pass {needed}" for needed in ("--vsock-port", "--await-manifest") if needed not in argv
+    ]
+    if "--attestor" not in argv or argv[argv.index("--attestor") + 1] != "nsm":
+        problems.append("ENTRYPOINT must pin --attestor nsm (never fall back to the simulator)")
     return problems
 
 

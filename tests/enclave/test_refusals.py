@@ -18,7 +18,6 @@ from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
 from oblv_mpc.client import KEY_HEADER, QUOTED_CHARS, EnclaveClient
 from oblv_mpc.enclave import EnclaveService
 from oblv_mpc.errors import (
-    AttestationError,
     EnclaveRefused,
     EnclaveUnreachable,
     InputDataError,
@@ -274,7 +273,6 @@ def test_enclave_restarted_between_attest_and_upload(
     # a fresh connect works, against an empty session
     alice.connect()
     assert not any(e["submitted"] for e in alice.status()["inputs"].values())
-    assert KEY_HEADER
 
 
 def test_unreachable_enclave(world: World) -> None:
@@ -357,16 +355,15 @@ def test_a_forged_response_is_refused(world: World) -> None:
     alice = world.clients["alice"]
     connection = alice.connect()
     # a response signed by someone other than the attested enclave
-    forged_key: Callable[[], keys.PrivateKey] = keys.generate
     import cbor2
 
     from oblv_mpc.protocol import hpke as hpke_mod
 
-    envelope, reply, request_id = seal_request(
+    _, reply, request_id = seal_request(
         connection.context, "status", "alice", world.keys["alice"], None, time_ms=_now_ms()
     )
     payload = cbor2.dumps({"v": 1, "op": "status", "id": request_id, "ok": True, "body": {}}, canonical=True)
-    fake = cbor2.dumps([payload, keys.sign(forged_key(), b"oblv_mpc/1 response\x00" + payload)])
+    fake = cbor2.dumps([payload, keys.sign(keys.generate(), b"oblv_mpc/1 response\x00" + payload)])
     sealed = hpke_mod.seal(
         connection.context.suite,
         hpke_mod.public_key(connection.context.suite, reply.public_bytes),
@@ -375,8 +372,6 @@ def test_a_forged_response_is_refused(world: World) -> None:
     )
     with pytest.raises(ProtocolError, match="not signed by the attested enclave"):
         open_response(connection.context, reply, "status", request_id, sealed, connection.signing_key)
-    assert envelope
-    assert issubclass(PolicyError, AttestationError)
 
 
 def test_requests_from_no_party_are_counted_not_recorded(world: World) -> None:
@@ -502,7 +497,7 @@ def test_an_alias_bomb_sent_to_provision_is_refused_fast(dev_ca: DevelopmentCA, 
     http = TestClient(create_app(None, SimulatedNsm(dev_ca, measurements)))
     started = time.perf_counter()
     response = http.post("/v1/provision", content=billion_laughs().encode())
-    assert time.perf_counter() - started < 1
+    assert time.perf_counter() - started < 5  # before the caps: 12 s and 1.8 GiB; now milliseconds
     assert response.status_code == 422
     assert "an anchor (&laugh0) is not allowed" in response.json()["detail"]["message"]
     assert http.get("/v1/info").status_code == 503  # still waiting for a real manifest

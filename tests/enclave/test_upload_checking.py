@@ -141,7 +141,7 @@ def test_an_open_quote_before_8_mib_of_line_breaks_is_refused_in_linear_time(big
     assert len(hostile) == 8 * MiB
     refused, seconds = _within(2, lambda: alice.upload("employees", io.BytesIO(hostile)))
     assert isinstance(refused, InputDataError) and "line 2: a quoted field is never closed" in refused.message
-    assert seconds < 2, f"8 MiB took {seconds:.2f}s"
+    assert seconds < 6, f"8 MiB took {seconds:.2f}s"  # quadratic took hours; linear takes ~0.02 s
     assert not _submitted(big)["alice.employees"]["submitted"]
     assert not big.app.state.enclave.session._uploads
 
@@ -153,7 +153,7 @@ def test_the_same_line_breaks_closed_by_a_quote_are_one_value_accepted_in_linear
     receipt, seconds = _within(2, lambda: alice.upload("employees", io.BytesIO(closed)))
     assert not isinstance(receipt, Exception), receipt
     assert receipt.rows == 1 and receipt.size == 8 * MiB
-    assert seconds < 2, f"8 MiB took {seconds:.2f}s"
+    assert seconds < 6, f"8 MiB took {seconds:.2f}s"  # quadratic took hours; linear takes ~0.02 s
 
 
 # -- stray quotes: the client's check and the enclave agree with Arrow ---------------------------
@@ -183,7 +183,7 @@ def test_status_answers_while_another_partys_chunk_is_being_checked(
     assert held.entered.wait(10)
     latencies = []
     begun = time.perf_counter()
-    while time.perf_counter() - begun < 1.5:  # alice's check takes at least this long
+    while time.perf_counter() - begun < 3.0:  # alice's check takes at least this long
         start = time.perf_counter()
         status = clients["bob"].status()
         latencies.append(time.perf_counter() - start)
@@ -192,7 +192,8 @@ def test_status_answers_while_another_partys_chunk_is_being_checked(
     receipt = upload.outcome()
     assert not isinstance(receipt, Exception), receipt
     assert receipt.rows == 200
-    assert max(latencies) < 0.5, f"status took up to {max(latencies):.2f}s while alice's chunk was checked"
+    # Blocked behind the lock, a status would take the whole 3 s; loaded CI machines are slow, not that slow.
+    assert max(latencies) < 1.5, f"status took up to {max(latencies):.2f}s while alice's chunk was checked"
     assert clients["alice"].status()["inputs"]["alice.employees"]["sha256"] == receipt.sha256
 
 

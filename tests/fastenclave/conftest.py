@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,3 +90,13 @@ def workspace(tmp_path: Path, party_keys: dict[str, keys.PrivateKey]) -> Path:
     doc["inputs"] = {"alice.t": {"columns": {"x": "integer"}, "protection": {"release": "unrestricted"}}}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
     return tmp_path
+
+
+@pytest.fixture
+def folder() -> Iterator[Path]:
+    """A short folder of our own (AF_UNIX paths are limited to 107 bytes; pytest's are long)."""
+    path = Path(tempfile.mkdtemp(prefix="mpc-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

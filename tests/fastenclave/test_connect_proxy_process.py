@@ -62,19 +62,23 @@ def test_connect_lport_refuses_web_pages_and_rebinding_and_serves_curl(alice_wor
         ):
             port = int(url.rsplit(":", 1)[1])
             # a page in alice's browser uploads its own set as alice's: refused, not signed
-            page = httpx.post(f"{url}/psi/upload", content=CSV, headers={"content-type": "text/plain", **EVIL})
+            page = httpx.post(
+                f"{url}/psi/upload", content=CSV, headers={"content-type": "text/plain", **EVIL}, timeout=30
+            )
             assert page.status_code == 403 and page.json()["forwarded"] is False
             # the same page after rebinding evil.example to 127.0.0.1: same-origin, so no Origin
-            rebound = httpx.post(f"{url}/psi/upload", content=CSV, headers={"host": f"evil.example:{port}"})
+            rebound = httpx.post(f"{url}/psi/upload", content=CSV, headers={"host": f"evil.example:{port}"}, timeout=30)
             assert rebound.status_code == 421
-            nulled = httpx.post(f"{url}/psi/upload", content=CSV, headers={"origin": "null"})
+            nulled = httpx.post(f"{url}/psi/upload", content=CSV, headers={"origin": "null"}, timeout=30)
             assert nulled.status_code == 403
             # the route never ran for alice: the enclave still waits for her set
-            status = httpx.get(f"http://localhost:{port}/psi/cardinality")
+            status = httpx.get(f"http://localhost:{port}/psi/cardinality", timeout=30)
             assert status.status_code == 409
             assert status.json()["detail"]["waiting_for"] == ["alice", "bob", "carol"]
             # the page alice allowed may act as her, and read the answer
-            allowed = httpx.post(f"{url}/psi/upload", content=CSV, headers={"origin": "https://app.example"})
+            allowed = httpx.post(
+                f"{url}/psi/upload", content=CSV, headers={"origin": "https://app.example"}, timeout=30
+            )
             assert allowed.json() == {"party": "alice", "distinct_emails": 1}
             assert allowed.headers["access-control-allow-origin"] == "https://app.example"
             if shutil.which("curl"):  # the seed's workflow, unchanged

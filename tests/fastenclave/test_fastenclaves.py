@@ -54,25 +54,25 @@ def test_example_apps_through_proxies(workspace: Path, party_keys: dict[str, key
     try:
         with proxies(enclave.url, workspace, party_keys, logs) as urls:
             wealth = {"alice": 5_000_000, "bob": 7_250_000, "carol": 6_100_000}
-            early = httpx.get(f"{urls['alice']}/millionaires/richest")
+            early = httpx.get(f"{urls['alice']}/millionaires/richest", timeout=30)
             assert early.status_code == 409 and early.json()["detail"]["waiting_for"] == ["alice", "bob", "carol"]
             for party, amount in wealth.items():
-                answer = httpx.post(f"{urls[party]}/millionaires/wealth", json={"amount": amount})
+                answer = httpx.post(f"{urls[party]}/millionaires/wealth", json={"amount": amount}, timeout=30)
                 assert answer.status_code == 200, answer.text
                 assert answer.json()["submitted"] == party  # the route sees the right party
             # a party cannot submit twice, nor as someone else: identity comes from its key
             again = httpx.post(
-                f"{urls['bob']}/millionaires/wealth", json={"amount": 1}, headers={"x-mpc-party": "carol"}
+                f"{urls['bob']}/millionaires/wealth", json={"amount": 1}, headers={"x-mpc-party": "carol"}, timeout=30
             )
             assert again.status_code == 409 and "bob has already submitted" in again.text
-            result = httpx.get(f"{urls['carol']}/millionaires/richest").json()
+            result = httpx.get(f"{urls['carol']}/millionaires/richest", timeout=30).json()
             assert result == {"richest": ["bob"], "asked_by": "carol"}
 
             sets = {"alice": ["a", "b", "c", "d"], "bob": ["B", "c", "d", "e"], "carol": [" c", "d", "x"]}
             for party, emails in sets.items():
                 csv_text = "email\n" + "".join(f"{e}@example.com\n" for e in emails)
-                assert httpx.post(f"{urls[party]}/psi/upload", content=csv_text).status_code == 200
-            assert httpx.get(f"{urls['alice']}/psi/cardinality").json() == {"cardinality": 2}
+                assert httpx.post(f"{urls[party]}/psi/upload", content=csv_text, timeout=30).status_code == 200
+            assert httpx.get(f"{urls['alice']}/psi/cardinality", timeout=30).json() == {"cardinality": 2}
         assert any("bob POST /millionaires/wealth -> 200" in line for line in logs)
         assert not any("7250000" in line for line in logs)  # bodies are never logged
     finally:
@@ -157,12 +157,15 @@ def test_proxy_traffic_carries_no_plaintext(workspace: Path, party_keys: dict[st
         with RecordingRelay(enclave.port) as relay, proxies(relay.url, workspace, party_keys, []) as urls:
             secrets = {"alice": 918_273_645, "bob": 564_738_291, "carol": 192_837_465}
             for party, amount in secrets.items():
-                assert httpx.post(f"{urls[party]}/millionaires/wealth", json={"amount": amount}).status_code == 200
+                assert (
+                    httpx.post(f"{urls[party]}/millionaires/wealth", json={"amount": amount}, timeout=30).status_code
+                    == 200
+                )
             for party in PARTIES:
                 csv_text = "email\n" + "".join(f"{party}-secret-{i}@example.com\n" for i in range(50))
-                httpx.post(f"{urls[party]}/psi/upload", content=csv_text)
-            answer = httpx.get(f"{urls['alice']}/millionaires/richest").text
-            httpx.get(f"{relay.url}/v1/info", params={"canary": "plaintext-canary-91c2"})
+                httpx.post(f"{urls[party]}/psi/upload", content=csv_text, timeout=30)
+            answer = httpx.get(f"{urls['alice']}/millionaires/richest", timeout=30).text
+            httpx.get(f"{relay.url}/v1/info", params={"canary": "plaintext-canary-91c2"}, timeout=30)
         wire = bytes(relay.captured)
         assert b"plaintext-canary-91c2" in wire  # the relay does see plaintext when there is some
         for value in [
@@ -185,16 +188,16 @@ def test_restarted_enclave_is_verified_again_before_anything_is_forwarded(
     logs: list[str] = []
     try:
         with proxies(enclave.url, workspace, party_keys, logs) as urls:
-            assert httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 1}).status_code == 200
+            assert httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 1}, timeout=30).status_code == 200
             enclave.stop()
-            down = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 2})
+            down = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 2}, timeout=30)
             assert down.status_code == 502
             enclave = start_enclave(workspace, port=enclave.port)  # a restart: new keys, empty state
-            first = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 3})
+            first = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 3}, timeout=30)
             assert first.status_code == 503 and "verified it again" in first.json()["error"]
             assert any("re-verifying before forwarding anything" in line for line in logs)
             assert any(line.startswith("enclave verified: instance") for line in logs)
-            retry = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 3})
+            retry = httpx.post(f"{urls['alice']}/millionaires/wealth", json={"amount": 3}, timeout=30)
             assert retry.status_code == 200, retry.text  # the new enclave has no earlier submission
     finally:
         enclave.stop()
@@ -216,7 +219,7 @@ def test_connect_lport_as_a_real_process(workspace: Path, party_keys: dict[str, 
         ready = proxy.stdout.readline()
         assert ready.startswith("ready: proxy listening on http://127.0.0.1:"), ready
         url = ready.split()[4]
-        answer = httpx.post(f"{url}/millionaires/wealth", json={"amount": 10})
+        answer = httpx.post(f"{url}/millionaires/wealth", json={"amount": 10}, timeout=30)
         assert answer.json()["submitted"] == "alice"
     finally:
         proxy.send_signal(signal.SIGINT)

@@ -162,7 +162,7 @@ def test_requests_from_web_pages_are_not_signed_as_the_party(
 
 def test_the_same_text_plain_post_from_the_partys_own_program_is_forwarded(proxy: Guarded) -> None:
     body = b"email\nalice@example.com\n"
-    answer = httpx.post(f"{proxy.url}/act", content=body, headers={"content-type": "text/plain"})
+    answer = httpx.post(f"{proxy.url}/act", content=body, headers={"content-type": "text/plain"}, timeout=30)
     assert answer.json() == {"acted_as": "alice"}
     assert proxy.calls == [("alice", "POST", body)]
 
@@ -185,10 +185,12 @@ def _rebinding_hosts(port: int) -> list[str]:
 
 def test_dns_rebinding_is_refused_by_the_host_check(proxy: Guarded) -> None:
     for host in _rebinding_hosts(proxy.port):
-        answer = httpx.get(f"{proxy.url}/act", headers={"host": host})  # no Origin: a same-origin GET
+        answer = httpx.get(f"{proxy.url}/act", headers={"host": host}, timeout=30)  # no Origin: a same-origin GET
         assert answer.status_code == 421, (host, answer.text)
         assert answer.json()["code"] == "wrong_host"
-        rebound = httpx.post(f"{proxy.url}/act", content=b"x", headers={"host": host, "origin": f"http://{host}"})
+        rebound = httpx.post(
+            f"{proxy.url}/act", content=b"x", headers={"host": host, "origin": f"http://{host}"}, timeout=30
+        )
         assert rebound.status_code == 421, host
     proxy.assert_nothing_reached_the_enclave()
     assert any(f"Host 'evil.example:{proxy.port}' does not name this proxy" in line for line in proxy.logs)
@@ -226,7 +228,7 @@ def test_control_characters_in_a_refused_request_do_not_reach_the_log(proxy: Gua
 )
 def test_the_partys_own_requests_are_forwarded(proxy: Guarded, headers: dict[str, str]) -> None:
     filled = {k: v.format(port=proxy.port) for k, v in headers.items()}
-    answer = httpx.get(f"{proxy.url}/act", headers=filled)
+    answer = httpx.get(f"{proxy.url}/act", headers=filled, timeout=30)
     assert answer.status_code == 200, answer.text
     assert proxy.calls == [("alice", "GET", b"")]
 
@@ -247,7 +249,7 @@ def test_curl_as_the_seed_workflow_uses_it(proxy: Guarded) -> None:
 
 def test_an_allowed_origin_is_forwarded_and_may_read_the_answer(app_proxy: Guarded) -> None:
     headers = {"origin": APP, "content-type": "text/plain", **CROSS_SITE, "sec-fetch-mode": "cors"}
-    answer = httpx.post(f"{app_proxy.url}/act", content=b"hello", headers=headers)
+    answer = httpx.post(f"{app_proxy.url}/act", content=b"hello", headers=headers, timeout=30)
     assert answer.json() == {"acted_as": "alice"}
     assert answer.headers["access-control-allow-origin"] == APP
     assert answer.headers["vary"] == "Origin"
@@ -267,20 +269,22 @@ def test_an_allowed_origin_is_forwarded_and_may_read_the_answer(app_proxy: Guard
     ],
 )
 def test_only_the_exact_allowed_origin_is_forwarded(app_proxy: Guarded, origin: str) -> None:
-    answer = httpx.post(f"{app_proxy.url}/act", content=b"x", headers={"origin": origin, **CROSS_SITE})
+    answer = httpx.post(f"{app_proxy.url}/act", content=b"x", headers={"origin": origin, **CROSS_SITE}, timeout=30)
     assert answer.status_code == 403 and "access-control-allow-origin" not in answer.headers
     app_proxy.assert_nothing_reached_the_enclave()
 
 
 def test_an_allowed_origin_does_not_excuse_a_rebound_host(app_proxy: Guarded) -> None:
-    answer = httpx.post(f"{app_proxy.url}/act", headers={"origin": APP, "host": f"app.example:{app_proxy.port}"})
+    answer = httpx.post(
+        f"{app_proxy.url}/act", headers={"origin": APP, "host": f"app.example:{app_proxy.port}"}, timeout=30
+    )
     assert answer.status_code == 421
     app_proxy.assert_nothing_reached_the_enclave()
 
 
 def test_a_second_origin_header_cannot_ride_on_an_allowed_one(app_proxy: Guarded) -> None:
     headers = [("origin", APP), ("origin", "https://evil.example")]
-    answer = httpx.post(f"{app_proxy.url}/act", content=b"x", headers=headers)
+    answer = httpx.post(f"{app_proxy.url}/act", content=b"x", headers=headers, timeout=30)
     assert answer.status_code == 400 and answer.json()["code"] == "ambiguous_request"
     app_proxy.assert_nothing_reached_the_enclave()
 
@@ -312,7 +316,7 @@ def test_a_preflight_from_another_origin_is_refused(app_proxy: Guarded) -> None:
 
 
 def test_a_routes_own_cors_header_does_not_open_the_answer_to_pages(proxy: Guarded) -> None:
-    answer = httpx.get(f"{proxy.url}/open-to-all")
+    answer = httpx.get(f"{proxy.url}/open-to-all", timeout=30)
     assert answer.json() == {"acted_as": "alice"}
     assert "access-control-allow-origin" not in answer.headers  # the proxy alone decides who reads
 

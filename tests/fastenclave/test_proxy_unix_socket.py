@@ -14,7 +14,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -29,16 +28,6 @@ from oblv_mpc import keys
 from oblv_mpc.errors import UsageError
 from oblv_mpc.proxy import UnixListener, listen_unix
 from tests.fastenclave.test_proxy_callers import guarded_proxy
-
-
-@pytest.fixture
-def folder() -> Iterator[Path]:
-    """A short folder of our own (AF_UNIX paths are limited to 107 bytes; pytest's are long)."""
-    path = Path(tempfile.mkdtemp(prefix="mpc-", dir="/tmp"))
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ per group are added as helper columns, computed from that input's own rows only.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from oblv_mpc.manifest._problems import Problems
@@ -100,6 +100,32 @@ def _resolve(
     return _Column(f"{quote(aliases[owners[0]])}.{quote(column)}", c.type, (owners[0],), column)
 
 
+@dataclass(frozen=True)
+class _Sources:
+    """The template's inputs: their tables, SQL aliases, how the SQL uses each, and the join column."""
+
+    found: list[InputTable]
+    aliases: list[str]
+    uses: list[TableUse]
+    join: bool
+    on: str = ""
+
+
+@dataclass
+class _Select:
+    """The select list being built: its SQL outputs, the columns they read, the output names taken."""
+
+    outputs: list[str] = field(default_factory=list)
+    used: list[str] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
+
+    def name(self, out: str, where: str, problems: Problems) -> None:
+        """Take the output name ``out``: a name taken twice is a problem."""
+        if out in self.names:
+            problems.add(where, f"output column {out!r} appears twice")
+        self.names.add(out)
+
+
 def grouped(
     params: Mapping[str, Any], path: str, tables: Mapping[str, InputTable], problems: Problems, *, join: bool
 ) -> Generated | None:
@@ -113,95 +139,29 @@ def grouped(
         return None
     aliases = [f"t{i + 1}" for i in range(len(found))]
     uses = [TableUse(t.qualified, alias=aliases[i] if join else "") for i, t in enumerate(found)]
-    on = ""
+    sources = _Sources(found, aliases, uses, join)
     if join:
-        raw_on = params.get("join_on")
-        if not isinstance(raw_on, str):
-            problems.expected(f"{path}.join_on", "the name of the key column the inputs are joined on", raw_on)
+        on = _join_on(params.get("join_on"), found, path, problems)
+        if on is None:
             return None
-        match_columns(found, raw_on, path, "join_on", problems)
-        for t in found:
-            if t.key != (raw_on,):
-                problems.add(
-                    f"{path}.join_on",
-                    f"{raw_on!r} must be the key of {t.qualified} (key: [{raw_on}]): a repeated value would count "
-                    "the matching rows of the other inputs several times",
-                )
-        if problems:
-            return None
-        on = raw_on
+        sources = _Sources(found, aliases, uses, join, on)
         for use in uses:
             use.joins.add(on)
-    outputs: list[str] = []
-    used: list[str] = []
-    names: set[str] = set()
-    for i, column in enumerate(group_by):
-        if join and column == on:
-            resolved: _Column | None = _Column(quote(on), ColumnType.TEXT, tuple(range(len(found))), on)
-        else:
-            resolved = _resolve(column, found, aliases, f"{path}.group_by[{i}]", problems, union=not join)
-        if resolved:
-            out = column.rsplit(".", 1)[-1]
-            if out in names:
-                problems.add(f"{path}.group_by[{i}]", f"output column {out!r} appears twice")
-            names.add(out)
-            outputs.append(
-                resolved.expression if resolved.expression == quote(out) else f"{resolved.expression} AS {quote(out)}"
-            )
-            used.append(column)
-            for owner in resolved.owners:
-                uses[owner].dimensions.add(resolved.name)
-    for out, (function, column) in wanted.items():
-        where = f"{path}.aggregates.{out}"
-        if out in names:
-            problems.add(where, f"output column {out!r} appears twice")
-        names.add(out)
-        if column == "*":
-            outputs.append(f"count(*) AS {quote(out)}")
-            for use in uses:
-                use.aggregates.add(("count", "*"))
-            continue
-        resolved = _resolve(column, found, aliases, where, problems, union=not join)
-        if resolved is None:
-            continue
-        if function in ("sum", "avg") and not resolved.type.numeric:
-            problems.add(where, f"{function} needs a numeric column; {column!r} is {resolved.type.value}")
-        outputs.append(f"{function}({resolved.expression}) AS {quote(out)}")
-        used.append(column)
-        for owner in resolved.owners:
-            uses[owner].aggregates.add((function, resolved.name))
+    select = _Select()
+    _group_outputs(group_by, sources, path, problems, select)
+    _aggregate_outputs(wanted, sources, path, problems, select)
     if problems:
         return None
-    outputs.append(f"count(*) AS {quote(GROUP_SIZE_COLUMN)}")
+    select.outputs.append(f"count(*) AS {quote(GROUP_SIZE_COLUMN)}")
     for use in uses:
         use.aggregates.add(("count", "*"))
-    needed = list(dict.fromkeys(used))
+    needed = list(dict.fromkeys(select.used))
     keys = ", ".join(str(i + 1) for i in range(len(group_by)))
     tail = f"\nGROUP BY {keys}\nORDER BY {keys}" if group_by else ""
 
     def build(counts: Sequence[UnitCount]) -> str:
-        helpers = []
-        if join:
-            first, *rest = found
-            source = f"{table_ref(first.qualified)} AS {quote(aliases[0])}" + "".join(
-                f"\n  JOIN {table_ref(t.qualified)} AS {quote(aliases[i + 1])} USING ({quote(on)})"
-                for i, t in enumerate(rest)
-            )
-            helpers = [f"count(DISTINCT {quote(aliases[c.use])}.{quote(c.unit)}) AS {quote(c.column)}" for c in counts]
-        else:
-            branches = []
-            for i, t in enumerate(found):
-                columns = [quote(c) for c in needed] or ['1 AS "one"']
-                for c in counts:
-                    unit = f"{HELPER_PREFIX}_unit_{c.use}"
-                    declared = found[c.use].column(c.unit)
-                    assert declared is not None
-                    value = quote(c.unit) if c.use == i else f"CAST(NULL AS {declared.type.sql})"
-                    columns.append(f"{value} AS {quote(unit)}")
-                branches.append(f"SELECT {', '.join(columns)} FROM {table_ref(t.qualified)}")
-            source = "(\n    " + "\n    UNION ALL\n    ".join(branches) + '\n  ) AS "rows"'
-            helpers = [f"count(DISTINCT {quote(f'{HELPER_PREFIX}_unit_{c.use}')}) AS {quote(c.column)}" for c in counts]
-        return "SELECT " + ", ".join(outputs + helpers) + f"\nFROM {source}{tail}"
+        source, helpers = _join_source(sources, counts) if join else _union_source(sources, needed, counts)
+        return "SELECT " + ", ".join(select.outputs + helpers) + f"\nFROM {source}{tail}"
 
     normalized: dict[str, Any] = {
         "inputs": [t.qualified for t in found],
@@ -209,9 +169,98 @@ def grouped(
         "aggregates": {out: {fn: col} for out, (fn, col) in wanted.items()},
     }
     if join:
-        normalized["join_on"] = on
+        normalized["join_on"] = sources.on
     usage = Usage(Shape.AGGREGATE, uses, joined=join)
     return Generated(normalized, build(()), tuple(t.qualified for t in found), usage, build)
+
+
+def _join_on(raw_on: Any, found: list[InputTable], path: str, problems: Problems) -> str | None:
+    """``join_on``: a column every input has, and every input's whole key (so no row counts twice)."""
+    if not isinstance(raw_on, str):
+        problems.expected(f"{path}.join_on", "the name of the key column the inputs are joined on", raw_on)
+        return None
+    match_columns(found, raw_on, path, "join_on", problems)
+    for t in found:
+        if t.key != (raw_on,):
+            problems.add(
+                f"{path}.join_on",
+                f"{raw_on!r} must be the key of {t.qualified} (key: [{raw_on}]): a repeated value would count "
+                "the matching rows of the other inputs several times",
+            )
+    return None if problems else raw_on
+
+
+def _group_outputs(group_by: list[str], sources: _Sources, path: str, problems: Problems, select: _Select) -> None:
+    """The group columns: each a dimension of the inputs it reads."""
+    found = sources.found
+    for i, column in enumerate(group_by):
+        if sources.join and column == sources.on:
+            resolved: _Column | None = _Column(quote(sources.on), ColumnType.TEXT, tuple(range(len(found))), sources.on)
+        else:
+            where = f"{path}.group_by[{i}]"
+            resolved = _resolve(column, found, sources.aliases, where, problems, union=not sources.join)
+        if resolved:
+            out = column.rsplit(".", 1)[-1]
+            select.name(out, f"{path}.group_by[{i}]", problems)
+            select.outputs.append(
+                resolved.expression if resolved.expression == quote(out) else f"{resolved.expression} AS {quote(out)}"
+            )
+            select.used.append(column)
+            for owner in resolved.owners:
+                sources.uses[owner].dimensions.add(resolved.name)
+
+
+def _aggregate_outputs(
+    wanted: dict[str, tuple[str, str]], sources: _Sources, path: str, problems: Problems, select: _Select
+) -> None:
+    """The aggregates: ``count(*)`` over every input, or a function of one column."""
+    for out, (function, column) in wanted.items():
+        where = f"{path}.aggregates.{out}"
+        select.name(out, where, problems)
+        if column == "*":
+            select.outputs.append(f"count(*) AS {quote(out)}")
+            for use in sources.uses:
+                use.aggregates.add(("count", "*"))
+            continue
+        resolved = _resolve(column, sources.found, sources.aliases, where, problems, union=not sources.join)
+        if resolved is None:
+            continue
+        if function in ("sum", "avg") and not resolved.type.numeric:
+            problems.add(where, f"{function} needs a numeric column; {column!r} is {resolved.type.value}")
+        select.outputs.append(f"{function}({resolved.expression}) AS {quote(out)}")
+        select.used.append(column)
+        for owner in resolved.owners:
+            sources.uses[owner].aggregates.add((function, resolved.name))
+
+
+def _join_source(sources: _Sources, counts: Sequence[UnitCount]) -> tuple[str, list[str]]:
+    """FROM the inputs joined on their key, and the unit counts of each counted input's own rows."""
+    found, aliases = sources.found, sources.aliases
+    first, *rest = found
+    source = f"{table_ref(first.qualified)} AS {quote(aliases[0])}" + "".join(
+        f"\n  JOIN {table_ref(t.qualified)} AS {quote(aliases[i + 1])} USING ({quote(sources.on)})"
+        for i, t in enumerate(rest)
+    )
+    helpers = [f"count(DISTINCT {quote(aliases[c.use])}.{quote(c.unit)}) AS {quote(c.column)}" for c in counts]
+    return source, helpers
+
+
+def _union_source(sources: _Sources, needed: list[str], counts: Sequence[UnitCount]) -> tuple[str, list[str]]:
+    """FROM the union of the inputs' needed columns, each counted unit a column of its own input's rows only."""
+    found = sources.found
+    branches = []
+    for i, t in enumerate(found):
+        columns = [quote(c) for c in needed] or ['1 AS "one"']
+        for c in counts:
+            unit = f"{HELPER_PREFIX}_unit_{c.use}"
+            declared = found[c.use].column(c.unit)
+            assert declared is not None
+            value = quote(c.unit) if c.use == i else f"CAST(NULL AS {declared.type.sql})"
+            columns.append(f"{value} AS {quote(unit)}")
+        branches.append(f"SELECT {', '.join(columns)} FROM {table_ref(t.qualified)}")
+    source = "(\n    " + "\n    UNION ALL\n    ".join(branches) + '\n  ) AS "rows"'
+    helpers = [f"count(DISTINCT {quote(f'{HELPER_PREFIX}_unit_{c.use}')}) AS {quote(c.column)}" for c in counts]
+    return source, helpers
 
 
 def aggregate(
