@@ -21,6 +21,7 @@ import base64
 import binascii
 import datetime as dt
 import os
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -38,6 +39,7 @@ from oblv_mpc.errors import (
     MpcError,
     PolicyError,
     ProtocolError,
+    StillRunning,
     UnauthenticatedAnswer,
     UsageError,
 )
@@ -368,12 +370,32 @@ class EnclaveClient:
         return ComputeAnswer.from_cbor(self.call(ComputeRequest(computation))).to_cbor()
 
     def result(self, computation: str) -> Result:
-        """Fetch, verify and decode a computation's result."""
+        """Fetch, verify and decode a computation's result (:class:`StillRunning` while it is generated)."""
         answer = ResultAnswer.from_cbor(self.call(ResultRequest(computation)))
         assert self.connection is not None
+        if answer.running is not None:
+            raise StillRunning(computation, answer.running.fraction, answer.running.stage)
+        assert answer.result is not None
         signed = answer.result.to_cbor()
         statement = verify_statement(self.connection.signing_key, signed, "result", limits=self.limits)
         return read_result(statement, signed, self.manifest, computation)
+
+    def wait_for_result(
+        self,
+        computation: str,
+        *,
+        on_progress: Callable[[float, str], None] | None = None,
+        poll_s: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Result:
+        """:meth:`result`, asked again every ``poll_s`` seconds while the enclave is generating it."""
+        while True:
+            try:
+                return self.result(computation)
+            except StillRunning as running:
+                if on_progress is not None:
+                    on_progress(running.progress, running.stage)
+                sleep(poll_s)
 
     def transcript(self) -> list[Event]:
         """The session's event log, every link and the signed head verified."""

@@ -22,6 +22,7 @@ Anything else that escapes is a bug, and shows a traceback (without locals).
     │   └── UnauthenticatedAnswer             an answer the attested enclave did not seal and sign
     ├── EnclaveRefused               exit 7   the enclave answered with a refusal, sealed and signed
     ├── NotReady                     exit 8   a result whose inputs are not all in yet
+    │   └── StillRunning                      a result the enclave is still generating
     └── NsmError                     exit 9   the Nitro Secure Module (/dev/nsm) refused or failed
 
 Error messages never contain key material: keys are referred to by file name or fingerprint.
@@ -190,6 +191,21 @@ class NotReady(MpcError):
 
     exit_code = 8
     title = "not ready"
+
+
+class StillRunning(NotReady):
+    """A result the enclave is still generating (a synthetic release): how far it has come."""
+
+    title = "still running"
+
+    def __init__(self, computation: str, progress: float, stage: str) -> None:
+        self.computation = computation
+        self.progress = progress
+        self.stage = stage
+        super().__init__(
+            f"{computation} is being generated: {progress:.0%} ({stage})",
+            hint=f"`mpc fetch {computation}` waits for it and shows its progress",
+        )
 
 
 class NsmError(MpcError):

@@ -66,3 +66,17 @@ def test_readme_quick_start_has_exactly_the_two_commands() -> None:
     makefile = (ROOT / "Makefile").read_text()
     assert "\ndemo: " in makefile and "\ntest: " in makefile
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+@pytest.mark.slow
+def test_synthetic_demo_releases_one_table_to_both_hospitals_and_nothing_on_the_wire(tmp_path: Path) -> None:
+    from oblv_mpc import demo_synthetic
+
+    lines: list[str] = []
+    outcome = demo_synthetic.run(300, tmp_path / "kept", lines.append, lambda _party, _result: None)
+    first, second = outcome.results.values()
+    assert first.rows == second.rows and len(first.rows) == 600
+    assert outcome.values_on_wire == 0 and outcome.values_checked > 1000
+    assert any("enclave: " in line for line in lines)  # progress was shown while it generated
+    assert all(report.tvd[1][0] < 0.2 for report in outcome.reports.values())
+    assert (tmp_path / "kept" / "st_mary" / "synthetic.csv").exists()

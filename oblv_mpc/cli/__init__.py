@@ -21,6 +21,7 @@ from oblv_mpc.cli import enclave as enclave_cli
 from oblv_mpc.cli import keys as keys_cli
 from oblv_mpc.cli import party as party_cli
 from oblv_mpc.cli import session as session_cli
+from oblv_mpc.cli import synthetic as synthetic_cli
 from oblv_mpc.cli._console import err, plain
 from oblv_mpc.errors import MpcError
 from oblv_mpc.runtime import pin_mmap_threshold
@@ -69,6 +70,7 @@ connect_cli.register(app)
 party_cli.register(app)
 app.add_typer(enclave_cli.app, name="enclave")
 app.add_typer(session_cli.app, name="session")
+app.add_typer(synthetic_cli.app, name="synthetic")
 
 
 def main() -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import base64
-import csv
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
-from oblv_mpc import manifest, profile
+from oblv_mpc import manifest, profile, result_files
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.cli._profile import JSON, PROFILE, connected
 from oblv_mpc.client import Result
@@ -146,9 +148,12 @@ def status(profile_dir: Path = PROFILE, as_json: bool = JSON) -> None:
     for heading in ("computation", "state", "waiting for", "readers", "you may read"):
         computations.add_column(heading)
     for name, entry in sorted(answer["computations"].items()):
+        shown = str(entry["state"])
+        if shown == "running" and isinstance(entry.get("progress"), int | float):
+            shown = f"running {float(entry['progress']):.0%} ({entry.get('stage', '')})"
         computations.add_row(
             plain(name),
-            plain(entry["state"]),
+            plain(shown),
             plain(", ".join(entry["missing"]) or "-"),
             plain(", ".join(entry["readers"])),
             "yes" if entry["you_may_read"] else "no",
@@ -167,6 +172,9 @@ def compute(
     if as_json:
         print_json(answer)
         return
+    if answer.get("state") == "running":  # a synthetic release, generated in the background
+        out.print(_running(name, answer))
+        return
     out.print(
         styled(
             "[green]✓[/] {name} ran: {rows} rows{suppressed}",
@@ -177,6 +185,15 @@ def compute(
     )
 
 
+def _running(name: str, answer: dict[str, Any]) -> Text:
+    return styled(
+        "[yellow]…[/] {name} is being generated: {progress} ({stage}); `mpc fetch {name}` waits for it",
+        name=name,
+        progress=f"{float(answer.get('progress', 0)):.0%}",
+        stage=str(answer.get("stage", "")),
+    )
+
+
 def _suppressed(count: int | None) -> str:
     if count is None:
         return " (the owners' rules may have suppressed groups; the result does not say how many)"
@@ -184,29 +201,22 @@ def _suppressed(count: int | None) -> str:
 
 
 def _write_result(result: Result, path: Path, fmt: str) -> None:
-    names = [c[0] for c in result.columns]
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        if fmt == "csv":
-            writer = csv.writer(handle)
-            writer.writerow(names)
-            writer.writerows(result.rows)
-        else:
-            json.dump([dict(zip(names, row, strict=True)) for row in result.rows], handle, indent=2)
+    result_files.write(result.columns, result.rows, path, fmt)
 
 
 def fetch(
     name: str = typer.Argument(..., help="The computation whose result to fetch."),
     output: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file."),
-    fmt: str = typer.Option("csv", "--format", help="csv or json, for --out."),
+    fmt: str = typer.Option("csv", "--format", help="csv, json or parquet, for --out."),
     profile_dir: Path = PROFILE,
     as_json: bool = JSON,
 ) -> None:
     """Fetch a result you may read: decrypted here, its enclave signature checked, shown and saved."""
-    if fmt not in ("csv", "json"):
-        raise UsageError(f"--format {fmt!r}: expected csv or json")
+    if fmt not in result_files.FORMATS:
+        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(result_files.FORMATS)}")
     _check_readable(profile_dir, name)  # before any connection: a typo needs no enclave
-    with connected(profile_dir) as (client, _):
-        result = client.result(name)
+    with connected(profile_dir) as (client, _), _progress_bar(name) as on_progress:
+        result = client.wait_for_result(name, on_progress=on_progress)  # a synthetic release may take minutes
     if output is not None:
         _write_result(result, output, fmt)
         err.print(f"wrote {output}")
@@ -224,6 +234,25 @@ def fetch(
         )
         return
     preview(result, saved_to=output)
+
+
+@contextlib.contextmanager
+def _progress_bar(name: str) -> Iterator[Callable[[float, str], None]]:
+    """A progress display on stderr, shown only once the enclave says the result is still being generated."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), console=err)
+    task: list[Any] = []
+
+    def update(fraction: float, stage: str) -> None:
+        if not task:
+            bar.start()
+            task.append(bar.add_task(str(plain(f"{name}: {stage}")), total=1.0))
+        bar.update(task[0], completed=fraction, description=str(plain(f"{name}: {stage}")))
+
+    try:
+        yield update
+    finally:
+        if task:
+            bar.stop()
 
 
 def _check_readable(profile_dir: Path, name: str) -> None:

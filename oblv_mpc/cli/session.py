@@ -311,6 +311,8 @@ def _describe_rules(c: Computation) -> list[str]:
     if c.dp:
         bounds = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in c.dp["bounds"].items())
         lines.append(f"differential privacy: Laplace, epsilon {c.dp['epsilon']:g}" + (f", {bounds}" if bounds else ""))
+    if c.synthetic:
+        lines += c.synthetic.describe()
     return lines
 
 
@@ -362,7 +364,7 @@ def _render(m: Manifest) -> None:
             styled(
                 "[bold]{name}[/] ({kind})  readers: {readers}  inputs: {inputs}",
                 name=c.name,
-                kind=c.template or "sql",
+                kind=c.template or ("synthetic" if c.synthetic else "sql"),
                 readers=", ".join(c.readers),
                 inputs=", ".join(c.inputs),
             )

@@ -116,18 +116,20 @@ def info_router() -> APIRouter:
                 raise _refused("already_provisioned", "the manifest is set once per launch")
             try:  # in a worker thread: a large manifest must not stall the event loop, hence every route
                 loaded = await run_in_threadpool(_parse_manifest, body)
+                # The service gets the app's injected clocks, as one made by create_app does; it
+                # refuses, too, a manifest this image cannot honour (a synthesizer it lacks).
+                service = await run_in_threadpool(
+                    EnclaveService,
+                    loaded,
+                    app.state.attestor,
+                    settings,
+                    clock=app.state.clock,
+                    monotonic=app.state.monotonic,
+                    inflight=app.state.inflight,
+                )
             except ManifestError as exc:
                 raise _refused("invalid_manifest", exc.message) from None
-            # the service gets the app's injected clocks, as one made by create_app does
-            app.state.enclave = await run_in_threadpool(
-                EnclaveService,
-                loaded,
-                app.state.attestor,
-                settings,
-                clock=app.state.clock,
-                monotonic=app.state.monotonic,
-                inflight=app.state.inflight,
-            )
+            app.state.enclave = service
         return {"session": loaded.session, "manifest_sha256": loaded.hash}
 
     @router.get("/attestation", summary="A fresh attestation document binding the caller's nonce")

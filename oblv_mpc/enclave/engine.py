@@ -17,10 +17,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.settings import EnclaveSettings
@@ -40,6 +42,9 @@ _LOCKED_CONFIG = {
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
 }
+
+
+_T = TypeVar("_T")
 
 
 class RunFailed(Exception):
@@ -103,13 +108,28 @@ class Engine:
 
     def _query(self, sql: str) -> tuple[list[tuple[str, str]], list[list[Any]]]:
         """Run ``sql`` within the time and memory limits; its columns and plain rows."""
+
+        def run() -> tuple[list[tuple[str, str]], list[list[Any]]]:
+            relation = self.connection.execute(sql)
+            description = relation.description or []
+            rows = [[_plain(v) for v in row] for row in relation.fetchall()]
+            return [(str(d[0]), str(d[1])) for d in description], rows
+
+        return self._limited(run)
+
+    def pooled(self, computation: Computation) -> pa.Table:
+        """The rows a synthetic release is made from (its ``run_sql``: the union, with each row's unit), as Arrow."""
+        if computation.synthetic is None:
+            raise RuntimeError(f"{computation.name} is not a synthetic release")
+        return self._limited(lambda: self.connection.sql(computation.run_sql).to_arrow_table())
+
+    def _limited(self, run: Callable[[], _T]) -> _T:
+        """``run()`` within the time and memory limits; a stop names the limit, never DuckDB's message."""
         limits = self.settings.limits
         timer = threading.Timer(limits.compute_timeout_s, self.connection.interrupt)
         timer.start()
         try:
-            relation = self.connection.execute(sql)
-            description = relation.description or []
-            rows = [[_plain(v) for v in row] for row in relation.fetchall()]
+            return run()
         except duckdb.InterruptException:
             raise RunFailed(
                 "compute_limit",
@@ -125,7 +145,6 @@ class Engine:
             raise RunFailed("compute_failed", "the computation failed while running; no detail is given") from None
         finally:
             timer.cancel()
-        return [(str(d[0]), str(d[1])) for d in description], rows
 
     def run(self, computation: Computation, *, noise: privacy.Noise = privacy.laplace) -> Output:
         """Run the computation within its limits, then apply its release rules.
@@ -134,6 +153,8 @@ class Engine:
         for byte, however DuckDB scheduled the query. Raises :class:`RunFailed`, or
         ``oblv_mpc.manifest.rules.Withheld`` when a rule withholds the whole result.
         """
+        if computation.synthetic is not None:  # its rows never leave as they are: see pooled()
+            raise RuntimeError(f"{computation.name} is a synthetic release, made by oblv_mpc.synthetic")
         columns, rows = self._query(computation.run_sql or computation.sql)
         if not computation.ordered:
             rows.sort(key=_sort_key)

@@ -28,6 +28,7 @@ from oblv_mpc import keys
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.engine import Engine, RunFailed
 from oblv_mpc.enclave.settings import EnclaveSettings
+from oblv_mpc.enclave.synthesis import Start, Synthesis, on_thread
 from oblv_mpc.enclave.uploads import Upload, Uploads
 from oblv_mpc.errors import EnclaveRefused, NotReady
 from oblv_mpc.ingest import IngestSummary
@@ -37,6 +38,7 @@ from oblv_mpc.protocol.answers import (
     ComputationState,
     ComputeAnswer,
     InputState,
+    Progress,
     ReceiptAnswer,
     Received,
     ResultAnswer,
@@ -48,6 +50,8 @@ from oblv_mpc.protocol.commitment import SALT_BYTES, commit
 from oblv_mpc.protocol.envelope import sign_statement
 from oblv_mpc.protocol.messages import ComputeRequest, ResultRequest, UploadChunk
 from oblv_mpc.protocol.transcript import GENESIS, Event, make_event
+from oblv_mpc.synthetic import registry as synthesizers
+from oblv_mpc.synthetic.run import Release
 
 Clock = Callable[[], dt.datetime]
 
@@ -98,7 +102,13 @@ class Session:
         instance: bytes,
         settings: EnclaveSettings,
         clock: Clock,
+        *,
+        registry: synthesizers.Registry | None = None,
+        start: Start = on_thread,
     ) -> None:
+        registry = registry or synthesizers.Registry()  # the plug-ins installed now, in the image
+        # A synthesizer this image lacks, at the agreed version, is refused here: before any upload.
+        registry.check_manifest(manifest, source=f"manifest of session {manifest.session}")
         self.manifest = manifest
         self.engine = Engine(manifest, settings)
         self._signing = signing
@@ -113,6 +123,8 @@ class Session:
         self.epsilon_spent = 0.0
         self.unauthenticated_refusals = 0
         self.events: list[Event] = []
+        self.synthesizers = tuple((s.name, s.version) for s in registry.listed() if not s.unavailable)
+        self._synthesis = Synthesis(registry, self._lock, self._finish_synthetic, start)
         self._record("start", {"session": manifest.session, "manifest": manifest.hash, "instance": instance.hex()})
 
     def uploads_in_progress(self, party: str | None = None) -> int:
@@ -255,14 +267,19 @@ class Session:
             for name, computation in self.manifest.computations.items():
                 missing = self._missing(name)
                 outcome = self.results.get(name)
-                if outcome is None:
+                job = self._synthesis.running(name)
+                running = None
+                if job is not None:
+                    state = "running" if party in computation.readers else "attempted"
+                    running = _progress(job.report()) if state == "running" else None
+                elif outcome is None:
                     state = "ready" if not missing else "waiting"
                 elif party not in computation.readers:
                     state = "attempted"  # released or withheld is for its readers to know
                 else:
                     state = "done" if isinstance(outcome, ResultRecord) else "refused"
                 readers = tuple(computation.readers)
-                computations[name] = ComputationState(state, tuple(missing), readers, party in readers)
+                computations[name] = ComputationState(state, tuple(missing), readers, party in readers, running)
             budget = self.manifest.privacy_budget
             return StatusAnswer(
                 session=self.manifest.session,
@@ -272,6 +289,7 @@ class Session:
                 computations=computations,
                 budget=budget["epsilon"] if budget else None,
                 spent=self.epsilon_spent,
+                synthesizers=self.synthesizers,
             )
 
     def _check_reader(self, party: str, name: str) -> None:
@@ -336,11 +354,66 @@ class Session:
             {"computation": name, "epsilon": epsilon, "spent": self.epsilon_spent, "budget": budget["epsilon"]},
         )
 
+    # -- synthetic releases (oblv_mpc.enclave.synthesis) -----------------------------------------
+
+    def _synthetic_running(self, name: str) -> Progress | None:
+        """A synthetic release's progress while it is generated (starting it on first ask); None once it ended.
+
+        Starting it does what every first attempt does, under the lock: inputs complete, budget
+        drawn once, inputs frozen, the attempt recorded; then the pooled rows are read, and
+        generation goes on in the background.
+        """
+        if name in self.results:
+            return None
+        job = self._synthesis.running(name)
+        if job is not None:
+            return _progress(job.report())
+        missing = self._missing(name)
+        if missing:
+            raise NotReady(f"{name} is waiting for {', '.join(missing)}", hint="try again when every input is in")
+        computation = self.manifest.computations[name]
+        self._spend(name, computation.epsilon)
+        self.frozen.update(computation.inputs)
+        self._record("attempt", {"computation": name, "inputs": self._commitments(name)})
+        try:
+            data = self.engine.pooled(computation)
+        except RunFailed as exc:
+            self.results[name] = Refusal(exc.code, f"{name}: {exc.reason}")
+            return None
+        return _progress(self._synthesis.start(computation, data).report())
+
+    def _commitments(self, name: str) -> dict[str, str]:
+        return {t: self.inputs[t].commitment for t in self.manifest.computations[name].inputs}
+
+    def _finish_synthetic(self, name: str, outcome: Release | str) -> None:
+        """Keep a generation's outcome: a signed result like every other, or a refusal (lock held)."""
+        if isinstance(outcome, str):
+            self.results[name] = Refusal("compute_failed", f"{name}: {outcome}")
+            return
+        computation = self.manifest.computations[name]
+        signed = self._statement(
+            "result",
+            computation=name,
+            columns=[list(c) for c in outcome.columns],
+            rows=outcome.rows,
+            suppressed_groups=None,
+            rules={**computation.rules, "dp": outcome.applied},
+            inputs=self._commitments(name),
+        )
+        self.results[name] = ResultRecord(signed, len(outcome.rows), None)
+
     def compute(self, party: str, request: ComputeRequest) -> ComputeAnswer:
-        """Run a computation now (a reader of it may ask); idempotent once it ran."""
+        """Run a computation now (a reader of it may ask); idempotent once it ran.
+
+        A synthetic release starts in the background: the answer says how far it has come.
+        """
         name = request.computation
         with self._lock:
             self._check_reader(party, name)
+            if self.manifest.computations[name].synthetic is not None:
+                running = self._synthetic_running(name)
+                if running is not None:
+                    return ComputeAnswer(name, 0, None, running)
             record = self._run(name)
             return ComputeAnswer(name, record.rows, record.suppressed_groups)
 
@@ -349,6 +422,10 @@ class Session:
         name = request.computation
         with self._lock:
             self._check_reader(party, name)
+            if self.manifest.computations[name].synthetic is not None:
+                running = self._synthetic_running(name)
+                if running is not None:  # asked again until it ends: no fetch event each time
+                    return ResultAnswer(None, running)
             if name not in self.results:
                 self.results[name] = self._attempt(name)
             self._record("fetch", {"computation": name, "party": party})  # released or refused alike
@@ -360,3 +437,8 @@ class Session:
             head = self.events[-1].hash
             signed = self._statement("transcript", seq=len(self.events), head=head)
             return TranscriptAnswer(tuple(e.encoded for e in self.events), signed)
+
+
+def _progress(report: dict[str, float | str]) -> Progress:
+    """A job's report as the typed progress of the answers."""
+    return Progress(float(report["progress"]), str(report["stage"]))

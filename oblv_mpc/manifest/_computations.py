@@ -11,14 +11,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from oblv_mpc.manifest import _fields, shape, templates, usage
+from oblv_mpc.manifest import _fields, _synthetic, shape, templates, usage
 from oblv_mpc.manifest import sql as sql_check
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import Computation, InputTable, Party, Role
 from oblv_mpc.manifest.naming import unit_count_column
 from oblv_mpc.manifest.rules import MaxOutputRows, MinDistinctUnits, ReleasePolicy
 
-_COMPUTATION = {"description", "template", "params", "sql", "readers", "max_output_rows", "dp"}
+_COMPUTATION = {"description", "template", "params", "sql", "readers", "max_output_rows", "dp", "synthetic"}
 _DP = {"epsilon", "delta", "bounds", "groups"}
 MAX_EPSILON = 10
 
@@ -94,24 +94,16 @@ def _computation(
     renderer: _LazyRenderer,
     problems: Problems,
 ) -> Computation | None:
-    if "min_group_size" in body:
-        problems.add(
-            f"{path}.min_group_size",
-            "was replaced by each owner's protection rules (inputs.<party.table>.protection.min_distinct): the "
-            "enclave now counts each owner's distinct units per group itself, instead of trusting a column the "
-            "SQL computes (docs/manifest.md#protection)",
-        )
-    _fields.unknown({k: v for k, v in body.items() if k != "min_group_size"}, _COMPUTATION, path, problems)
-    readers = _readers(body, path, parties, party_names, problems)
+    readers, description = _header(body, path, parties, party_names, problems)
     max_output_rows = _fields.positive_int(body, "max_output_rows", path, problems, None)
-    description = body.get("description", "")
-    if not isinstance(description, str):
-        problems.expected(f"{path}.description", "text", description)
-        description = ""
-    _fields.no_hidden(description, f"{path}.description", problems, allow="\n\t")
+    if "synthetic" in body:
+        if {"template", "sql", "params", "dp", "max_output_rows"} & set(body):
+            problems.add(path, "a synthetic release takes no template, sql, params, dp or max_output_rows")
+            return None
+        return _synthetic_computation(name, body, path, tuple(readers), description, tables, problems)
     template, sql = body.get("template"), body.get("sql")
     if (template is None) == (sql is None):
-        problems.add(path, "needs exactly one of template or sql")
+        problems.add(path, "needs exactly one of template, sql or synthetic")
         return None
     before = len(problems.items)
     dp = _dp(body.get("dp"), f"{path}.dp", problems) if "dp" in body else None
@@ -174,6 +166,63 @@ def _computation(
         ordered=info.ordered,
         run_sql=run_sql,
         policy=policy,
+    )
+
+
+def _header(
+    body: Mapping[str, Any], path: str, parties: Mapping[str, Party], party_names: set[str], problems: Problems
+) -> tuple[list[str], str]:
+    """What every computation has: known fields, its readers, its description."""
+    if "min_group_size" in body:
+        problems.add(
+            f"{path}.min_group_size",
+            "was replaced by each owner's protection rules (inputs.<party.table>.protection.min_distinct): the "
+            "enclave now counts each owner's distinct units per group itself, instead of trusting a column the "
+            "SQL computes (docs/manifest.md#protection)",
+        )
+    _fields.unknown({k: v for k, v in body.items() if k != "min_group_size"}, _COMPUTATION, path, problems)
+    readers = _readers(body, path, parties, party_names, problems)
+    description = body.get("description", "")
+    if not isinstance(description, str):
+        problems.expected(f"{path}.description", "text", description)
+        description = ""
+    _fields.no_hidden(description, f"{path}.description", problems, allow="\n\t")
+    return readers, description
+
+
+def _synthetic_computation(
+    name: str,
+    body: Mapping[str, Any],
+    path: str,
+    readers: tuple[str, ...],
+    description: str,
+    tables: Mapping[str, InputTable],
+    problems: Problems,
+) -> Computation | None:
+    """A differentially private synthetic table (``oblv_mpc.manifest._synthetic``)."""
+    before = len(problems.items)
+    where = f"{path}.synthetic"
+    parsed = _synthetic.parse(body["synthetic"], where, tables, problems)
+    if parsed is None:
+        return None
+    spec, agreed, run_sql, uses = parsed
+    info = sql_check.check(agreed, tables, where, problems)
+    if info is None:
+        return None
+    usage.judge(usage.Usage(usage.Shape.SYNTHETIC, uses), tables, where, problems)
+    if len(problems.items) != before or not readers:
+        return None
+    return Computation(
+        name=name,
+        template=None,
+        params={},
+        sql=agreed,
+        inputs=spec.inputs,
+        readers=readers,
+        description=description,
+        columns=info.columns,
+        run_sql=run_sql,
+        synthetic=spec,
     )
 
 
@@ -298,7 +347,7 @@ def _dp_fits(
 
 def budget(raw: Any, computations: Mapping[str, Computation], problems: Problems) -> dict[str, float] | None:
     """``privacy_budget: {epsilon}``, required by any DP computation, and enough for all of them together."""
-    spends = {c.name: float(c.dp["epsilon"]) for c in computations.values() if c.dp is not None}
+    spends = {c.name: c.epsilon for c in computations.values() if c.epsilon > 0}
     if raw is None:
         for name in spends:
             problems.add("privacy_budget", f"required: computation {name} is differentially private")

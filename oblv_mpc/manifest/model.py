@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -186,6 +187,95 @@ class InputTable:
 
 
 @dataclass(frozen=True)
+class SyntheticColumn:
+    """One column of a synthetic release and its public domain, declared in the manifest.
+
+    Exactly one of ``categories`` (the values a text, integer or boolean column may take) and
+    ``bins`` (increasing edges for a number, date or timestamp column; dates as ISO text) is set.
+    A binned column is released as the label of its bin: ``[e0, e1]`` for the first bin and
+    ``(e_i, e_i+1]`` for the others (left-open, as OpenDP's cuts).
+    """
+
+    name: str
+    type: ColumnType
+    categories: tuple[str | int | bool, ...] | None = None
+    bins: tuple[int | float | str, ...] | None = None
+
+    @property
+    def labels(self) -> tuple[str | int | bool, ...]:
+        """The values this column may take in the release (besides null: missing or outside the domain)."""
+        if self.categories is not None:
+            return self.categories
+        assert self.bins is not None
+        edges = [_edge(e) for e in self.bins]
+        return tuple(
+            f"{'[' if i == 0 else '('}{low}, {high}]" for i, (low, high) in enumerate(itertools.pairwise(edges))
+        )
+
+    def canonical(self) -> dict[str, Any]:
+        """The column's domain as plain data (part of the manifest hash)."""
+        if self.categories is not None:
+            return {"type": self.type.value, "categories": list(self.categories)}
+        return {"type": self.type.value, "bins": list(self.bins or ())}
+
+
+def _edge(value: int | float | str) -> str:
+    return value if isinstance(value, str) else f"{value:g}"
+
+
+@dataclass(frozen=True)
+class SyntheticSpec:
+    """A differentially private synthetic table made from the pooled rows of ``inputs``.
+
+    The enclave keeps at most ``max_rows_per_unit`` rows of each privacy unit of each input
+    (``units``: the owner's unit column, or None for an unrestricted table, whose every row is a
+    unit), maps every column onto its declared domain, and hands the rows to the synthesizer
+    ``synthesizer`` at ``version``, which spends ``epsilon`` (pure DP: ``delta`` is 0) and yields
+    exactly ``rows`` rows.
+    """
+
+    inputs: tuple[str, ...]
+    columns: tuple[SyntheticColumn, ...]
+    units: Mapping[str, str | None]
+    max_rows_per_unit: int
+    epsilon: float
+    synthesizer: str
+    version: str
+    rows: int
+    params: Mapping[str, Any] = field(default_factory=dict)
+    delta: float = 0.0
+
+    def describe(self) -> list[str]:
+        """The release in plain words (``mpc session show``)."""
+        params = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        lines = [
+            f"a differentially private synthetic table of {self.rows:,} rows by {self.synthesizer} {self.version}"
+            + (f" ({params})" if params else "")
+            + f", epsilon {self.epsilon:g} (pure DP)",
+            f"each privacy unit of each input contributes at most {self.max_rows_per_unit} row(s), "
+            "chosen at random by the enclave",
+        ]
+        for column in self.columns:
+            kind = "categories" if column.categories is not None else "bins"
+            values = ", ".join(str(v) for v in column.labels)
+            lines.append(f"{column.name} ({kind}): {values}, or missing")
+        return lines
+
+    def canonical(self) -> dict[str, Any]:
+        """The release as plain data (part of the manifest hash, attached to its signed result)."""
+        return {
+            "inputs": list(self.inputs),
+            "columns": {c.name: c.canonical() for c in self.columns},
+            "units": dict(sorted(self.units.items())),
+            "max_rows_per_unit": self.max_rows_per_unit,
+            "epsilon": self.epsilon,
+            "delta": self.delta,
+            "synthesizer": {"name": self.synthesizer, "version": self.version, "params": _plain(self.params)},
+            "rows": self.rows,
+        }
+
+
+@dataclass(frozen=True)
 class Computation:
     """A computation every party agreed to: the exact SQL, who reads it, how its result is released."""
 
@@ -202,11 +292,22 @@ class Computation:
     ordered: bool = True  # whether the SQL orders its rows (else the enclave sorts them)
     run_sql: str = ""  # ``sql`` plus the enclave's own helper columns (per-owner unit counts)
     policy: ReleasePolicy = field(default_factory=ReleasePolicy)
+    synthetic: SyntheticSpec | None = None  # a synthetic release instead of the SQL's rows
 
     @property
     def rules(self) -> dict[str, Any]:
         """The release rules, as attached to every signed result."""
-        return {**self.policy.canonical(), "dp": _plain(self.dp) if self.dp else None}
+        rules = {**self.policy.canonical(), "dp": _plain(self.dp) if self.dp else None}
+        if self.synthetic is not None:
+            rules["synthetic"] = self.synthetic.canonical()
+        return rules
+
+    @property
+    def epsilon(self) -> float:
+        """What the computation asks of the session's privacy budget (0: none)."""
+        if self.synthetic is not None:
+            return self.synthetic.epsilon
+        return float(self.dp["epsilon"]) if self.dp is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -253,6 +354,8 @@ class Manifest:
                     "readers": sorted(c.readers),
                     "max_output_rows": c.max_output_rows,
                     "dp": _plain(c.dp) if c.dp else None,
+                    # Only when present, so that the hash of every other manifest stays as it was.
+                    **({"synthetic": c.synthetic.canonical()} if c.synthetic else {}),
                 }
                 for c in self.computations.values()
             },

@@ -41,3 +41,8 @@ def unit_count_column(index: int) -> str:
 def is_helper(name: str) -> bool:
     """Whether ``name`` is reserved for the enclave's helper columns."""
     return name.startswith(HELPER_PREFIX)
+
+
+def unit_column() -> str:
+    """The helper column holding each row's privacy unit in a synthetic release's input."""
+    return f"{HELPER_PREFIX}_unit"

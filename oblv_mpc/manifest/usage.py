@@ -28,6 +28,7 @@ class Shape(enum.StrEnum):
     AGGREGATE = "aggregate"  # one row per group: thresholds apply
     LIST = "list"  # values released one by one (a set intersection): list columns only
     DP = "dp"  # differentially private aggregates over public groups: no threshold, owners must allow dp
+    SYNTHETIC = "synthetic"  # a DP synthetic table: owners must allow dp and show its columns (dimensions)
     OPAQUE = "opaque"  # SQL whose shape cannot be analysed: unrestricted tables only
 
 
@@ -92,18 +93,24 @@ def judge(usage: Usage, tables: Mapping[str, InputTable], path: str, problems: P
                 problems.add(
                     path, f"{function}({column}) over {owner} is not allowed by its owner (allowed: {allowed})"
                 )
-        if usage.shape is Shape.DP:
-            if not rules.allow_dp:
-                problems.add(path, f"a differentially private release may not read {owner}: its owner has no allow_dp")
-            elif table.key != (rules.unit,):
-                problems.add(
-                    path,
-                    f"a differentially private release needs one row per privacy unit: {owner}'s unit "
-                    f"{rules.unit!r} must be its key (key: [{rules.unit}])",
-                )
-        elif usage.shape is Shape.AGGREGATE:
+        if _check_noise(usage.shape, table, owner, path, problems):
             counted.append(index)
     return counted
+
+
+def _check_noise(shape: Shape, table: InputTable, owner: str, path: str, problems: Problems) -> bool:
+    """A DP release needs the owner's allow_dp (and, for aggregates, one row per unit); True: count units."""
+    rules = table.protection
+    if shape in (Shape.DP, Shape.SYNTHETIC) and not rules.allow_dp:
+        kind = "synthetic release" if shape is Shape.SYNTHETIC else "release"
+        problems.add(path, f"a differentially private {kind} may not read {owner}: its owner has no allow_dp")
+    elif shape is Shape.DP and table.key != (rules.unit,):
+        problems.add(
+            path,
+            f"a differentially private release needs one row per privacy unit: {owner}'s unit "
+            f"{rules.unit!r} must be its key (key: [{rules.unit}])",
+        )
+    return shape is Shape.AGGREGATE
 
 
 def _check_join_keys(usage: Usage, tables: Mapping[str, InputTable], path: str, problems: Problems) -> None:

@@ -97,13 +97,32 @@ class InputState:
 
 
 @dataclass(frozen=True)
+class Progress:
+    """How far a computation running in the background (a synthetic release) has come."""
+
+    fraction: float  # 0 to 1
+    stage: str  # what it is doing, in words (at most 200 characters)
+
+    def to_cbor(self) -> dict[str, Any]:
+        """This object as plain data for CBOR."""
+        return {"progress": self.fraction, "stage": self.stage}
+
+    @classmethod
+    def from_cbor(cls, value: Any) -> Progress:
+        """Parse ``{progress, stage}``, clamping the fraction and the stage's length."""
+        f = Fields(value, "a progress report", malformed)
+        return cls(min(max(f.number("progress"), 0.0), 1.0), f.text("stage")[:200])
+
+
+@dataclass(frozen=True)
 class ComputationState:
-    """One computation in a status answer: waiting, ready, attempted, done or refused."""
+    """One computation in a status answer: waiting, ready, running, attempted, done or refused."""
 
     state: str
     missing: tuple[str, ...]
     readers: tuple[str, ...]
     you_may_read: bool
+    running: Progress | None = None  # told to its readers while it runs
 
     def to_cbor(self) -> dict[str, Any]:
         """This object as plain data for CBOR."""
@@ -112,13 +131,15 @@ class ComputationState:
             "missing": list(self.missing),
             "readers": list(self.readers),
             "you_may_read": self.you_may_read,
+            **(self.running.to_cbor() if self.running else {}),
         }
 
     @classmethod
     def from_cbor(cls, value: Any) -> ComputationState:
         """Parse decoded CBOR, refusing what does not fit (with the field named)."""
         f = Fields(value, "a computation's status", malformed)
-        return cls(f.text("state"), f.texts("missing"), f.texts("readers"), f.flag("you_may_read"))
+        running = Progress.from_cbor(value) if isinstance(value, dict) and "progress" in value else None
+        return cls(f.text("state"), f.texts("missing"), f.texts("readers"), f.flag("you_may_read"), running)
 
 
 @dataclass(frozen=True)
@@ -132,6 +153,7 @@ class StatusAnswer:
     computations: Mapping[str, ComputationState]
     budget: float | None
     spent: float
+    synthesizers: tuple[tuple[str, str], ...] = ()  # (name, version) of each synthesizer in the image
 
     def to_cbor(self) -> dict[str, Any]:
         """This object as plain data for CBOR."""
@@ -142,6 +164,7 @@ class StatusAnswer:
             "inputs": {name: state.to_cbor() for name, state in self.inputs.items()},
             "computations": {name: state.to_cbor() for name, state in self.computations.items()},
             "privacy": {"budget": self.budget, "spent": self.spent},
+            "synthesizers": [{"name": n, "version": v} for n, v in self.synthesizers],
         }
 
     @classmethod
@@ -149,6 +172,10 @@ class StatusAnswer:
         """Parse a status answer."""
         f = Fields(value, "the status", malformed)
         privacy = Fields(f.value("privacy"), "the status's privacy", malformed)
+        synthesizers = []
+        for entry in f.listed("synthesizers", []):
+            named = Fields(entry, "a synthesizer", malformed)
+            synthesizers.append((named.text("name"), named.text("version")))
         return cls(
             f.text("session"),
             f.text("instance"),
@@ -157,6 +184,7 @@ class StatusAnswer:
             f.named("computations", ComputationState.from_cbor),
             privacy.optional_number("budget"),
             privacy.number("spent"),
+            tuple(synthesizers),
         )
 
 
@@ -167,32 +195,51 @@ class ComputeAnswer:
     computation: str
     rows: int
     suppressed_groups: int | None  # None: the owners' rules do not let the result say
+    running: Progress | None = None  # set while it runs in the background (rows then 0)
+
+    @property
+    def state(self) -> str:
+        """``running`` or ``done``."""
+        return "running" if self.running else "done"
 
     def to_cbor(self) -> dict[str, Any]:
         """This object as plain data for CBOR."""
-        return {"computation": self.computation, "rows": self.rows, "suppressed_groups": self.suppressed_groups}
+        return {
+            "computation": self.computation,
+            "state": self.state,
+            "rows": self.rows,
+            "suppressed_groups": self.suppressed_groups,
+            **(self.running.to_cbor() if self.running else {}),
+        }
 
     @classmethod
     def from_cbor(cls, value: Any) -> ComputeAnswer:
-        """Parse a compute answer."""
+        """Parse a compute answer (with ``progress`` and ``stage`` while it runs)."""
         f = Fields(value, "the compute answer", malformed)
-        return cls(f.text("computation"), f.count("rows"), f.optional_count("suppressed_groups"))
+        running = Progress.from_cbor(value) if isinstance(value, dict) and "progress" in value else None
+        return cls(f.text("computation"), f.count("rows"), f.optional_count("suppressed_groups"), running)
 
 
 @dataclass(frozen=True)
 class ResultAnswer:
     """A computation's signed result statement."""
 
-    result: SignedStatement
+    result: SignedStatement | None
+    running: Progress | None = None  # instead of a result, while it is generated in the background
 
     def to_cbor(self) -> dict[str, Any]:
         """This object as plain data for CBOR."""
+        if self.result is None:
+            assert self.running is not None
+            return {"running": self.running.to_cbor()}
         return {"result": self.result.to_cbor()}
 
     @classmethod
     def from_cbor(cls, value: Any) -> ResultAnswer:
-        """Parse ``{result}``."""
+        """Parse ``{result}``, or ``{running}`` while the result is being generated."""
         fields = Fields(value, "the result answer", malformed)
+        if isinstance(value, dict) and "running" in value:
+            return cls(None, Progress.from_cbor(fields.value("running")))
         return cls(SignedStatement.from_cbor(fields.value("result"), "the result"))
 
 

@@ -123,7 +123,9 @@ def _check_lock(lock: str, pyproject: str) -> list[str]:
     for name, hashes in entries.items():
         if not hashes:
             problems.append(f"enclave.lock: {name} has no --hash")
-    declared = tomllib.loads(pyproject)["project"]["dependencies"]
+    project = tomllib.loads(pyproject)["project"]
+    # The image runs synthetic releases too: the `synthetic` extra is part of the runtime.
+    declared = [*project["dependencies"], *project.get("optional-dependencies", {}).get("synthetic", [])]
     for requirement in declared:
         name = _normalize(re.split(r"[<>=!~\[; ]", requirement, maxsplit=1)[0])
         if name not in entries:

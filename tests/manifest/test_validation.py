@@ -151,13 +151,13 @@ CASES: list[tuple[str, Callable[[Doc], None], str, str]] = [
         "template and sql",
         _set(f"{AVG}/sql", "SELECT 1"),
         "computations.average_salary",
-        "exactly one of template or sql",
+        "exactly one of template, sql or synthetic",
     ),
     (
         "neither template nor sql",
         _delete(f"{AVG}/template"),
         "computations.average_salary",
-        "exactly one of template or sql",
+        "exactly one of template, sql or synthetic",
     ),
     ("unknown template", _set(f"{AVG}/template", "median"), "computations.average_salary.template", "one of psi"),
     (
