@@ -68,6 +68,8 @@ def show(
         print_json(fields)
         return
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a PCR is 96 hex digits: wrapped whole, never cut
     for key, value in fields.items():  # module_id and the rest: unverified bytes from outside
         if key == "pcrs":
             for index, pcr in value.items():
@@ -113,6 +115,34 @@ def verify_command(
         warn("this is a DEBUG enclave: its memory is readable by the host")
     if verified.development:
         warn("development enclave: the document chains to a simulator's root, not to AWS's")
+
+
+@attestation_app.command("fetch")
+def fetch_command(
+    url: str = typer.Option(..., "--url", envvar="MPC_URL", metavar="URL", help="The enclave's URL."),
+    output: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="Where to save the document (CBOR)."),
+    nonce: str | None = typer.Option(
+        None, "--nonce", metavar="HEX", help="The nonce the document must bind (default: a fresh random one)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Save a fresh attestation document from an enclave, unverified, for `mpc attestation verify`."""
+    import httpx
+
+    from oblv_mpc.attestation_download import download
+
+    if output.exists() and not force:
+        raise UsageError(f"{output} already exists", hint="pass --force to replace it, or --out another file")
+    wanted = _parse_hex(nonce, "--nonce") if nonce else None
+    with httpx.Client(base_url=url, timeout=30) as http:
+        fetched = download(http, wanted)
+    output.write_bytes(fetched.document)
+    out.print(f"nonce {fetched.nonce.hex()}")
+    err.print(f"wrote {output} ({len(fetched.document):,} bytes, UNVERIFIED)", markup=False)
+    err.print(
+        f"check it with: mpc attestation verify {output} --pcr-file PCR_FILE --nonce {fetched.nonce.hex()}",
+        markup=False,
+    )
 
 
 def _parse_time(text: str) -> dt.datetime:

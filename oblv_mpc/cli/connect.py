@@ -119,6 +119,8 @@ def connect(
         styled("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
     )
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # PCRs are 96 hex digits: wrapped whole, never cut
     for label, value in summary.items():  # module_id, the PCR set's name, names: all from outside
         if label == "pcrs":
             for name, pcr in value.items():
