@@ -25,10 +25,10 @@ def test_a_key_of_another_party_is_named_without_doubled_quotes(
 ) -> None:
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(salary_document(party_keys)))
     keys.save_key_pair(party_keys["alice"], tmp_path, "alice")
-    done = cli(
-        "connect", "--url", NOWHERE, "--manifest", str(tmp_path / "s.yaml"), "--key", str(tmp_path / "alice_private.der"),
-        "--pcr0", "11" * 48, "--pcr1", "22" * 48, "--pcr2", "33" * 48, "--party", "bob",
-    )  # fmt: skip
+    pcrs = ["--pcr0", "11" * 48, "--pcr1", "22" * 48, "--pcr2", "33" * 48]
+    key = str(tmp_path / "alice_private.der")
+    agreed = str(tmp_path / "s.yaml")
+    done = cli("connect", "--url", NOWHERE, "--manifest", agreed, "--key", key, *pcrs, "--party", "bob")
     assert done.exit_code == 3
     assert "this key belongs to party alice, not to 'bob'" in done.stderr
     assert "''s" not in done.stderr
