@@ -40,3 +40,14 @@ def test_an_enclave_that_is_not_there_is_said_in_words_not_an_exception_name(cli
     assert f"no answer from the enclave at {NOWHERE}: could not connect" in done.stderr
     assert "ConnectError" not in done.stderr and "check that the enclave is running" in done.stderr
     assert not (tmp_path / "doc.cbor").exists()
+
+
+def test_sql_over_a_table_before_any_input_is_declared_says_so(cli: Any, tmp_path: Path) -> None:
+    assert cli("keygen", "alice", "--out", str(tmp_path)).exit_code == 0
+    assert cli("session", "new", "s", "--dir", str(tmp_path)).exit_code == 0
+    draft = str(tmp_path / "s.yaml")
+    assert cli("session", "add-party", draft, "alice", "--key", str(tmp_path / "alice_public.der")).exit_code == 0
+    done = cli("session", "add-computation", draft, "c", "--sql", "SELECT 1 AS x FROM alice.t", "--reader", "alice")
+    assert done.exit_code == 3
+    assert "the manifest declares no input yet (mpc session add-input)" in done.stderr
+    assert "inputs  may" not in done.stderr
