@@ -82,12 +82,14 @@ def show(
 @attestation_app.command("verify")
 def verify_command(
     document: Path = typer.Argument(..., help="An attestation document (raw CBOR bytes)."),
-    pcr_file: Path = typer.Option(..., "--pcr-file", help="The PCR file: accepted measurements and trusted root."),
-    at: str | None = typer.Option(None, "--at", help="Validate at this ISO 8601 time instead of now."),
+    pcr_file: Path = typer.Option(
+        ..., "--pcr-file", metavar="FILE", help="The PCR file: accepted measurements and trusted root."
+    ),
+    at: str | None = typer.Option(None, "--at", metavar="TIME", help="Validate at this ISO 8601 time instead of now."),
     at_document_time: bool = typer.Option(
         False, "--at-document-time", help="Validate at the document's own timestamp."
     ),
-    nonce: str | None = typer.Option(None, "--nonce", help="The nonce (hex) the document must carry."),
+    nonce: str | None = typer.Option(None, "--nonce", metavar="HEX", help="The nonce (hex) the document must carry."),
     allow_debug_enclave: bool = typer.Option(False, "--allow-debug-enclave", help=ALLOW_DEBUG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
 ) -> None:
@@ -163,7 +165,7 @@ def _parse_hex(text: str, flag: str) -> bytes:
 @pcrs_app.command("import")
 def pcrs_import(
     source: Path = typer.Argument(..., help="JSON printed by `nitro-cli build-enclave` or `nitro-cli describe-eif`."),
-    output: Path = typer.Option(Path("pcrs.yaml"), "--out", "-o", help="The PCR file to write."),
+    output: Path = typer.Option(Path("pcrs.yaml"), "--out", "-o", metavar="FILE", help="The PCR file to write."),
     name: str = typer.Option("", "--name", help="A name for this set of measurements."),
     force: bool = typer.Option(False, "--force", help="Replace an existing PCR file."),
 ) -> None:
@@ -180,7 +182,7 @@ def pcrs_import(
 @pcrs_app.command("compare")
 def pcrs_compare(
     source: Path = typer.Argument(..., help="JSON from `nitro-cli build-enclave` of the image you rebuilt yourself."),
-    pcr_file: Path = typer.Option(..., "--pcr-file", help="The PCR file the operator published."),
+    pcr_file: Path = typer.Option(..., "--pcr-file", metavar="FILE", help="The PCR file the operator published."),
 ) -> None:
     """Check that the image you rebuilt measures to one of the PCR sets the operator published."""
     rebuilt = from_nitro_cli(_read_text(source), source=str(source)).accepted[0]

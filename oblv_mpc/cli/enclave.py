@@ -178,7 +178,9 @@ def _print_connect_lines(loaded: manifest.Manifest, url: str, manifest_path: Pat
 
 @app.command("provision")
 def provision(
-    url: str = typer.Option(..., "--url", help="The enclave's URL (through the parent's forwarder)."),
+    url: str = typer.Option(
+        ..., "--url", envvar="MPC_URL", metavar="URL", help="The enclave's URL (through the parent's forwarder)."
+    ),
     manifest_path: Path = typer.Option(..., "--manifest", help="The session manifest every party agreed to."),
 ) -> None:
     """Give an enclave started with --await-manifest its session manifest (once per launch)."""

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import csv
 import datetime as dt
+import enum
 import json
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -235,10 +236,17 @@ def _write_result(result: Result, path: Path, fmt: str) -> None:
             json.dump([dict(zip(names, row, strict=True)) for row in result.rows], handle, indent=2)
 
 
+class ResultFormat(enum.StrEnum):
+    """``mpc fetch --format``: what ``--out`` is written as."""
+
+    CSV = "csv"
+    JSON = "json"
+
+
 def fetch(
     name: str = typer.Argument(..., help="The computation whose result to fetch."),
-    output: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file."),
-    fmt: str = typer.Option("csv", "--format", help="csv or json, for --out."),
+    output: Path | None = typer.Option(None, "--out", "-o", metavar="FILE", help="Write the result to this file."),
+    fmt: ResultFormat = typer.Option(ResultFormat.CSV, "--format", help="The format of --out."),
     profile_dir: Path = PROFILE,
     as_json: bool = JSON,
 ) -> None:
