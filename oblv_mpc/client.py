@@ -34,7 +34,6 @@ from oblv_mpc import keys
 from oblv_mpc.attestation import AttestationPolicy, VerifiedAttestation, verify
 from oblv_mpc.errors import (
     EnclaveRefused,
-    EnclaveUnreachable,
     KeyFileError,
     MpcError,
     PolicyError,
@@ -45,6 +44,7 @@ from oblv_mpc.errors import (
 )
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import Manifest
+from oblv_mpc.network import unreachable
 from oblv_mpc.protocol.answers import (
     ComputeAnswer,
     ReceiptAnswer,
@@ -169,7 +169,7 @@ class EnclaveClient:
                 hint="use the private key whose public half the manifest lists for your party",
             )
         if party is not None and party != found.name:
-            raise KeyFileError(f"this key is party {found.name!r}'s, not {party!r}'s")
+            raise KeyFileError(f"this key belongs to party {found.name}, not to {party!r}")
         self.party = found
         self.connection: Connection | None = None
 
@@ -179,10 +179,7 @@ class EnclaveClient:
         try:
             return self.http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise EnclaveUnreachable(
-                f"no answer from the enclave at {self.http.base_url}: {type(exc).__name__}",
-                hint="check that the enclave is running and the URL is right",
-            ) from None
+            raise unreachable(exc, str(self.http.base_url)) from None
 
     def _unauthenticated(self, response: httpx.Response, *, hint: str | None = None) -> UnauthenticatedAnswer:
         """A non-200 answer: whatever answered said it, not the attested enclave. Quoted, escaped."""

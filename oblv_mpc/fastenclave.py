@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +43,7 @@ PARTY_SCOPE_KEY = "oblv_mpc.party"
 MANIFEST_SCOPE_KEY = "oblv_mpc.manifest"
 # Not passed to the user's routes: hop-by-hop headers (RFC 9110 §7.6.1), the body's framing
 # (the request arrives whole), and the protocol's own headers.
+_ERROR_BODY = b"Internal Server Error"
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "host", "content-length"}
 
 
@@ -99,11 +100,25 @@ def load_router(spec: str) -> APIRouter:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise UsageError(f"--app {spec!r}: cannot import {module_name} ({exc})") from None
+        raise UsageError(
+            f"--app {spec!r}: cannot import {module_name} ({exc})", hint=_import_hint(module_name, exc)
+        ) from None
     router: Any = getattr(module, attribute, None)
     if not isinstance(router, APIRouter):
         raise UsageError(f"--app {spec!r}: {attribute} is not a FastAPI APIRouter")
     return router
+
+
+def _import_hint(module_name: str, exc: ImportError) -> str:
+    """What to do when ``--app``'s module cannot be imported: where Python looked, or what it lacks."""
+    missing = exc.name if isinstance(exc, ModuleNotFoundError) else None
+    if missing is not None and (module_name == missing or module_name.startswith(missing + ".")):
+        top = missing.partition(".")[0]
+        return (
+            f"modules are found from the current folder ({os.getcwd()}) and PYTHONPATH: run mpc from the folder "
+            f"that holds {top}/ (or {top}.py), or set PYTHONPATH to that folder"
+        )
+    return f"{module_name} was found, but importing it failed: install what it needs in this Python, or fix it"
 
 
 def _passed(name: str) -> bool:
@@ -111,8 +126,20 @@ def _passed(name: str) -> bool:
     return lowered not in _HOP_BY_HOP and not lowered.startswith("x-mpc")
 
 
-async def dispatch(app: FastAPI, head: HttpHead, body: bytes, caller: Caller, manifest: Manifest) -> HttpAnswer:
-    """Run one verified request through the user's routes, in process, and capture the answer."""
+async def dispatch(
+    app: FastAPI,
+    head: HttpHead,
+    body: bytes,
+    caller: Caller,
+    manifest: Manifest,
+    *,
+    on_error: Callable[[Exception], None] | None = None,
+) -> HttpAnswer:
+    """Run one verified request through the user's routes, in process, and capture the answer.
+
+    A route that raises gets the party a 500 (Starlette's plain "Internal Server Error", never
+    the exception's text, which may quote another party's data); ``on_error`` is told of it.
+    """
     headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in head.headers if _passed(k)]
     scope: dict[str, Any] = {
         "type": "http",
@@ -131,6 +158,7 @@ async def dispatch(app: FastAPI, head: HttpHead, body: bytes, caller: Caller, ma
         MANIFEST_SCOPE_KEY: manifest,
     }
     delivered = False
+    started = False
     status = 500
     answer_headers: list[tuple[str, str]] = []
     chunks: list[bytes] = []
@@ -143,12 +171,21 @@ async def dispatch(app: FastAPI, head: HttpHead, body: bytes, caller: Caller, ma
         return {"type": "http.disconnect"}
 
     async def send(message: MutableMapping[str, Any]) -> None:
-        nonlocal status, answer_headers
+        nonlocal status, answer_headers, started
         if message["type"] == "http.response.start":
+            started = True
             status = message["status"]
             answer_headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in message.get("headers", [])]
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
 
-    await app(scope, receive, send)
+    try:
+        await app(scope, receive, send)
+    except Exception as exc:  # a bug in a user's route: its answer is a 500, and the enclave goes on
+        # Starlette's ServerErrorMiddleware sent a 500 before re-raising; if the route failed before
+        # anything was sent, say 500 here.
+        if not started:
+            status, answer_headers, chunks[:] = 500, [("content-type", "text/plain; charset=utf-8")], [_ERROR_BODY]
+        if on_error is not None:
+            on_error(exc)
     return HttpAnswer(status, tuple(answer_headers), b"".join(chunks))

@@ -10,7 +10,9 @@ manifest changed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,16 +67,53 @@ class Profile:
                 f"no connection profile at {path}",
                 hint="run `mpc connect --url URL --pcr-file F --manifest M --key KEY` first (or pass --profile DIR)",
             ) from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise UsageError(
-                f"{path}: unreadable profile ({type(exc).__name__})", hint="run `mpc connect` again"
-            ) from None
+        except OSError as exc:
+            raise UsageError(f"{path}: cannot read the profile ({exc.strerror or exc})") from None
+        except yaml.YAMLError:
+            raise UsageError(f"{path}: not a profile (not valid YAML)", hint="run `mpc connect` again") from None
         if not isinstance(data, dict) or data.pop("version", None) != PROFILE_VERSION:
             raise UsageError(f"{path}: not a profile of this version", hint="run `mpc connect` again")
         try:
             return cls(**data)
         except TypeError:
             raise UsageError(f"{path}: malformed profile", hint="run `mpc connect` again") from None
+
+
+@dataclass(frozen=True)
+class Found:
+    """A profile folder found by :func:`find`: its profile, or why it cannot be read."""
+
+    folder: Path
+    profile: Profile | None
+    problem: str | None = None
+
+
+def mpc_home() -> Path:
+    """``$MPC_HOME``, default ``~/.mpc``: where ``mpc`` keeps what is not a folder's own."""
+    home = os.environ.get("MPC_HOME")
+    return Path(home) if home else Path.home() / ".mpc"
+
+
+def find(folder: Path, *, home: Path | None = None) -> list[Found]:
+    """The saved profiles of ``folder``: its own (``folder/.mpc``), those of the folders in it
+    (``folder/alice/.mpc``: one per party when several work side by side), and one saved in
+    ``$MPC_HOME``. Read only: nothing is contacted."""
+    candidates = [folder / DEFAULT_DIR]
+    with contextlib.suppress(OSError):  # an unreadable folder has no profiles to show
+        candidates += sorted(child / DEFAULT_DIR for child in folder.iterdir() if child.is_dir())
+    candidates.append(home or mpc_home())
+    found: list[Found] = []
+    seen: set[Path] = set()
+    for candidate in candidates:
+        resolved = candidate.resolve()
+        if resolved in seen or not (candidate / FILE_NAME).is_file():
+            continue
+        seen.add(resolved)
+        try:
+            found.append(Found(candidate, Profile.load(candidate)))
+        except UsageError as exc:
+            found.append(Found(candidate, None, exc.message))
+    return found
 
 
 def now_iso() -> str:

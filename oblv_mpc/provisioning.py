@@ -16,7 +16,8 @@ import httpx
 
 from oblv_mpc import manifest
 from oblv_mpc.client import claims
-from oblv_mpc.errors import EnclaveUnreachable, UnauthenticatedAnswer
+from oblv_mpc.errors import UnauthenticatedAnswer
+from oblv_mpc.network import unreachable
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def provision(http: httpx.Client, path: Path) -> Provisioned:
     try:
         response = http.post("/v1/provision", content=path.read_bytes())
     except httpx.TransportError as exc:
-        raise EnclaveUnreachable(f"no answer from {origin}: {type(exc).__name__}") from None
+        raise unreachable(exc, origin) from None
     if response.status_code != 200:
         code, claimed = claims(response)
         raise UnauthenticatedAnswer(

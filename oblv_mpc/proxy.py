@@ -366,8 +366,10 @@ class Proxy:
                 return JSONResponse(
                     {"error": "the enclave restarted; the proxy verified it again; retry the request"}, status_code=503
                 )
+            self.log(f"{request.method} {_shown(path)}: refused by the enclave ({exc.code}): {_shown(exc.reason)}")
             return JSONResponse({"error": exc.reason, "code": exc.code}, status_code=403)
         except MpcError as exc:
+            self.log(f"{request.method} {_shown(path)}: not forwarded: {_shown(exc.message)}")
             return JSONResponse({"error": exc.message}, status_code=502)
         kept = {k: v for k, v in answer.headers if not _dropped_answer_header(k)}
         source = f" for page {origin}" if origin else ""

@@ -10,12 +10,15 @@ asked for, in this session.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from oblv_mpc.errors import ProtocolError
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.protocol.commitment import commit
 from oblv_mpc.protocol.messages import Digest
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,25 @@ class Result:
     inputs: dict[str, str]
     statement: dict[str, Any]
     signed: dict[str, bytes]
+
+    # For notebooks: the rows as typed tables (oblv_mpc.result_frames says how types map).
+    def to_arrow(self) -> pa.Table:
+        """The rows as a typed Apache Arrow table."""
+        from oblv_mpc.result_frames import to_arrow
+
+        return to_arrow(self.columns, self.rows)
+
+    def to_pandas(self) -> Any:
+        """The rows as a pandas DataFrame (needs pandas: ``pip install pandas``)."""
+        from oblv_mpc.result_frames import to_pandas
+
+        return to_pandas(self.columns, self.rows)
+
+    def to_polars(self) -> Any:
+        """The rows as a polars DataFrame (needs polars: ``pip install polars``)."""
+        from oblv_mpc.result_frames import to_polars
+
+        return to_polars(self.columns, self.rows)
 
 
 def read_receipt(

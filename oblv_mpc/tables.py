@@ -4,16 +4,15 @@ The same :class:`CsvIngest` runs in two places: on the client before anything is
 clear errors, nothing uploaded), and in the enclave as the authoritative check while chunks
 arrive. Both see identical rules, so a file the client accepts is one the enclave accepts.
 
-How a stream is read: bytes arrive in pieces of any size; :class:`_LineSplitter` lexes them,
-carrying its state (inside quotes or not) from piece to piece so that nothing is scanned again
-from the start, and hands on all complete lines up to the last line break outside a quoted
-field (the rest waits for the next piece); Apache Arrow's CSV reader (C++) converts those lines
-to typed columns. The work is
-linear in the bytes, whatever their shape and however they are cut, and needs no session
-state or database: the enclave runs it outside its session lock. In the enclave the typed
-pieces are kept as they are, and DuckDB scans them in place through ``register()``: it never
-reads a file, so the engine keeps external access disabled. Working memory per piece is bounded
-by the piece size plus the longest line.
+How a stream is read: bytes arrive in pieces of any size; :class:`~oblv_mpc.csv_lines.LineSplitter`
+lexes them, carrying its state (inside quotes or not) from piece to piece so that nothing is
+scanned again from the start, and hands on all complete lines up to the last line break outside
+a quoted field (the rest waits for the next piece); Apache Arrow's CSV reader (C++) converts
+those lines to typed columns. The work is linear in the bytes, whatever their shape and however
+they are cut, and needs no session state or database: the enclave runs it outside its session
+lock. In the enclave the typed pieces are kept as they are, and DuckDB scans them in place
+through ``register()``: it never reads a file, so the engine keeps external access disabled.
+Working memory per piece is bounded by the piece size plus the longest line.
 
 Quoting is Arrow's (``ParseOptions`` defaults: ``quote_char='"'``, ``double_quote=True``, no
 escape character; with ``newlines_in_values=True``): a quote opens a quoted value only at the
@@ -31,14 +30,18 @@ not ``nan`` or ``inf``); ``boolean`` ``true``/``false``/``1``/``0`` (also ``True
 (UTC by convention). Key columns are non-null and unique. At least one row; at most the
 table's ``max_rows`` rows and ``max_bytes`` bytes. Line numbers in errors count ``\\n``s, the
 header's line as line 1, and assume no empty lines and no line breaks inside quoted fields
-after the first line of the part being read.
+after the first line of the part being read. An error names the first problem in file order:
+the first row with too few or too many fields, else the first bad value whatever its column
+(:mod:`oblv_mpc.csv_problems`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
@@ -46,9 +49,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from oblv_mpc.csv_lines import LineSplitter, first_line_end
+from oblv_mpc.csv_problems import Problem, find_row, value_problem
 from oblv_mpc.errors import InputDataError
 from oblv_mpc.ingest import IngestSummary
-from oblv_mpc.manifest import ColumnType, InputTable
+from oblv_mpc.manifest import Column, ColumnType, InputTable
 from oblv_mpc.manifest.templates import quote
 
 READ_BLOCK = 4 * 1024 * 1024
@@ -68,132 +73,7 @@ _ARROW_TYPES = {
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: [^']*'(.*)'$", re.DOTALL)
 
 
-# Arrow's CSV lexer as regular expressions over bytes (possessive: no backtracking, so every
-# match is linear). A quote opens a quoted value only at the start of a field: at the start of
-# what is scanned (always the start of a line), or after a delimiter or a line end.
-_INSIDE = rb'[^"]*+(?:""[^"]*+)*+'  # a quoted value's text, up to its closing quote
-_QUOTED = rb'"' + _INSIDE + rb'"(?=[^"])'  # seen to be closed: a quote at the end may be doubled
-_LITERAL = rb'(?<=[^,\r\n])"'  # a quote inside a field is an ordinary character
-_LINE = rb'(?:[^"\r\n]++|' + _LITERAL + rb"|" + _QUOTED + rb")*+(?:\r\n?+|\n)"  # one line, with its end
-_REST_OF_QUOTED = re.compile(_INSIDE)
-_FIRST_LINE = re.compile(_LINE)
-_LINES = re.compile(rb"(?:" + _LINE + rb")*+")  # every complete line
-# Unquoted text and closed values, up to a quote left open; unrolled (a run, then a quote and a
-# run, and so on), which the regular expression engine runs several times faster.
-_FIELDS = re.compile(rb'[^"]*+(?:(?:' + _LITERAL + rb"|" + _QUOTED + rb')[^"]*+)*+')  # _LITERAL first
-# Read backwards: a run of an odd number of quotes, whole, that follows (reads as preceded by) a
-# byte that does not end a field: the literal comes first, so the engine skips to quotes quickly.
-_RESET_BACKWARDS = re.compile(rb'"(?<!"")(?:"")*+(?=[^,\r\n"])')
-_QUOTE = ord('"')
 _BOM = b"\xef\xbb\xbf"
-
-
-class _LineSplitter:
-    """Cuts a CSV byte stream after its last line break outside quotes, in linear time.
-
-    The lexer's state (inside a quoted value or not) is carried from piece to piece, so each
-    byte is scanned a fixed number of times (once, unless a quoted value holds a window's last
-    line end), whatever the piece boundaries; only a quote at the very end of what has arrived
-    is looked at again with the next piece (it may be the first of a doubled one).
-    """
-
-    WINDOW = 1 << 20  # bytes per regular expression call: other threads run between calls
-
-    def __init__(self) -> None:
-        self._pending = bytearray()  # bytes after the last cut
-        self._scanned = 0  # how many of them are lexed
-        self._quoted = False  # the lexer stopped inside a quoted value...
-        self._opened = 0  # ...which opened here
-        self._break = 0  # just after the last line break outside quotes (0: none)
-
-    def feed(self, data: bytes) -> bytes:
-        """Take the next piece; return the complete lines it finished (maybe none)."""
-        self._pending += data
-        limit = self._scanned
-        while limit < len(self._pending):
-            limit = min(limit + self.WINDOW, len(self._pending))
-            self._scan(limit)
-        cut, self._break = self._break, 0
-        if not cut:
-            return b""
-        with memoryview(self._pending) as view:
-            lines = bytes(view[:cut])
-        del self._pending[:cut]  # O(1): a bytearray drops its head in place
-        self._scanned -= cut
-        self._opened -= cut
-        return lines
-
-    def finish(self) -> tuple[bytes, int | None]:
-        """End of stream: the last, unterminated line, and where a quote left open opened."""
-        tail = bytes(self._pending)
-        unclosed = self._quoted and self._scanned == len(tail)  # else a quote at the end closes it
-        self._pending.clear()
-        return tail, self._opened if unclosed else None
-
-    def _scan(self, limit: int) -> None:
-        buffer, position = self._pending, self._scanned
-        if self._quoted:
-            close = _reach(_REST_OF_QUOTED, buffer, position, limit)
-            if close + 1 >= limit:  # not closed yet, or by a quote that may be doubled
-                self._scanned = close
-                return
-            position, self._quoted = close + 1, False
-        end = max(buffer.rfind(b"\n", position, limit), buffer.rfind(b"\r", position, limit)) + 1
-        if end > position:  # is the last line end outside quotes? (almost always)
-            straddled = position > 0 and buffer[position - 1] == buffer[position] == _QUOTE  # by a run of quotes
-            if not straddled and _outside_quotes(buffer, position, end - 1):
-                stop = end
-            else:  # lex the lines one by one
-                stop = _reach(_FIELDS, buffer, position, end)
-            if stop == end:
-                self._break = end
-            else:  # no: a value that opened at `stop` holds it; the break is the last one before
-                lines = _reach(_LINES, buffer, position, stop)
-                if lines > position:
-                    self._break = lines
-            position = stop
-        stop = _reach(_FIELDS, buffer, position, limit)  # no line end from here: only the state
-        if stop < limit:  # a quote opening a value that is not seen to close
-            self._quoted, self._opened = True, stop
-            stop = _reach(_REST_OF_QUOTED, buffer, stop + 1, limit)
-        self._scanned = stop
-
-
-def _reach(pattern: re.Pattern[bytes], buffer: bytearray, start: int, limit: int) -> int:
-    """Where ``pattern`` (which also matches nothing) stops when it scans from ``start``."""
-    match = pattern.match(buffer, start, limit)
-    assert match is not None
-    return match.end()
-
-
-def _outside_quotes(buffer: bytearray, start: int, at: int) -> bool:
-    """Whether byte ``at`` is outside quotes, given that ``start`` is, and is not inside a run of
-    quotes.
-
-    Quotes come in runs. A run of odd length that does not start a field leaves the lexer outside
-    quotes whatever the state before (inside, it ends the value after doubled quotes; outside,
-    its quotes are characters); any other run flips the state if odd, keeps it if even. So
-    ``at`` is inside quotes exactly when an odd number of quotes lie between the last such run
-    (or ``start``) and ``at``: one search backwards, which stops at the nearest closing quote,
-    and one count, both at memory speed.
-    """
-    if buffer.find(b'"', start, at) < 0:
-        return True
-    since, reach, low = start, 4096, at
-    while low > max(start - 1, 0):  # look back 4 KiB, then twice as far, ...: linear however far
-        low = max(at - reach, start - 1, 0)  # down to the byte before `start`, if any
-        run = _RESET_BACKWARDS.search(buffer[low:at][::-1])  # never a run cut at `low`: it ends the text
-        if run:
-            since = at - run.start()
-            break
-        reach *= 2
-    return buffer.count(b'"', since, at) % 2 == 0
-
-
-def _first_line_end(block: bytes) -> int:
-    """The index just after the first line break outside quotes (``len(block)`` if none)."""
-    match = _FIRST_LINE.match(block)
-    return match.end() if match else len(block)
 
 
 def _guarded(block: bytes) -> bytes:
@@ -215,7 +95,7 @@ class CsvIngest:
         self.connection = connection
         self.keep = keep  # keep every column (the enclave), or only the key columns (a check)
         self._pieces: list[pa.Table] = []
-        self._lines = _LineSplitter()
+        self._lines = LineSplitter()
         self._header: list[str] | None = None
         self._at_start = True  # nothing read yet: a byte order mark here is not data
         self._line = 0  # lines consumed so far
@@ -293,17 +173,30 @@ class CsvIngest:
         self._rows += count
         self._line += lines
 
-    def _read(self, block: bytes, *, typed: bool) -> pa.Table:
+    def _read(
+        self,
+        block: bytes,
+        *,
+        typed: bool,
+        only: str | None = None,
+        on_invalid_row: Callable[[pacsv.InvalidRow], str] | None = None,
+    ) -> pa.Table:
+        """``block`` as a table: typed as declared, or every column as text; all columns or ``only``
+        one; ``on_invalid_row`` is told of rows with too few or too many fields."""
         names = self._header
         assert names is not None
         types = {c.name: _ARROW_TYPES[c.type] if typed else pa.string() for c in self.table.columns}
         block = _guarded(block)
+        parse = _PARSE
+        if on_invalid_row is not None:
+            parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid_row)
         return pacsv.read_csv(
             io.BytesIO(block),
             read_options=pacsv.ReadOptions(column_names=names, block_size=max(1 << 20, len(block) + 1)),
-            parse_options=_PARSE,
+            parse_options=parse,
             convert_options=pacsv.ConvertOptions(
                 column_types=types,
+                include_columns=[only] if only else [],
                 strings_can_be_null=True,
                 null_values=[""],
                 quoted_strings_can_be_null=True,
@@ -313,39 +206,79 @@ class CsvIngest:
         )
 
     def _locate(self, block: bytes, error: pa.ArrowInvalid) -> InputDataError:
-        """Turn the CSV reader's error into one that names the line and column."""
+        """Turn the CSV reader's error into the first problem of ``block`` in file order, by line."""
         message = str(error)
-        match = _CONVERSION_ERROR.search(message)
-        if match is None:
-            return self._fail(f"after line {self._line}: {message.removeprefix('CSV parse error: ')}")
-        names = self._header
-        assert names is not None
-        column, value = names[int(match.group(1))], match.group(2)
+        if _CONVERSION_ERROR.search(message) is None:
+            return self._shape_problem(block, message.removeprefix("CSV parse error: "))
+        strings = self._read(block, typed=False)  # it parsed: only a conversion failed
+        found = [self._column_problem(block, strings, column) for column in self.table.columns]
+        return self._first_of(found)
+
+    def _shape_problem(self, block: bytes, message: str) -> InputDataError:
+        """The first row with too few or too many fields (Arrow names no line), unless a value on
+        an earlier line is wrong."""
+        rows: list[pacsv.InvalidRow] = []
+
+        def first(row: pacsv.InvalidRow) -> str:
+            rows.append(row)
+            return "error"  # stop at the first
+
+        with contextlib.suppress(pa.ArrowInvalid):  # it fails at the first; `rows` says where
+            self._read(block, typed=False, on_invalid_row=first)
+        at = find_row(block, rows[0].text.encode("utf-8")) if rows else None
+        if at is None:
+            return self._fail(f"after line {self._line}: {message}")
+        earlier = self._earlier_problem(block[:at])
+        if earlier is not None:
+            return earlier
+        line = self._line + 1 + block.count(b"\n", 0, at)
+        row = rows[0]
+        return self._fail(
+            f"line {line}: {row.actual_columns} field(s), expected {row.expected_columns} "
+            "(one per column of the header)"
+        )
+
+    def _earlier_problem(self, lines: bytes) -> InputDataError | None:
+        """A bad value in the complete ``lines`` before a row that does not split, if there is one."""
+        if not lines:
+            return None
         try:
-            index = pc.index(self._read(block, typed=False).column(column), value).as_py()
-        except pa.ArrowInvalid:
-            index = -1
-        where = f"line {self._line + 1 + index}" if index >= 0 else f"after line {self._line}"
-        declared = self.table.column(column)
-        assert declared is not None
-        shown = value if len(value) <= 40 else value[:37] + "..."
-        return self._fail(f"{where}, column {column}: expected {declared.type.value}, found {shown!r}")
+            parsed = self._read(lines, typed=True)
+        except pa.ArrowInvalid as exc:  # a shorter block: this ends
+            return self._locate(lines, exc)
+        found = [value_problem(c, parsed.column(c.name), key=c.name in self.table.key) for c in self.table.columns]
+        return self._first_of(found) if any(p is not None for p in found) else None
+
+    def _column_problem(self, block: bytes, strings: pa.Table, column: Column) -> Problem | None:
+        """The first value of ``column`` in ``block`` that does not convert or is not allowed."""
+        try:
+            typed = self._read(block, typed=True, only=column.name)
+        except pa.ArrowInvalid as exc:
+            match = _CONVERSION_ERROR.search(str(exc))
+            if match is None:
+                return Problem(None, f"column {column.name}: {str(exc).removeprefix('CSV parse error: ')}")
+            value = match.group(2)
+            try:
+                index: int | None = pc.index(strings.column(column.name), value).as_py()
+            except pa.ArrowInvalid:
+                index = None
+            shown = value if len(value) <= 40 else value[:37] + "..."
+            found = f"column {column.name}: expected {column.type.value}, found {shown!r}"
+            return Problem(index if index is not None and index >= 0 else None, found)
+        return value_problem(column, typed.column(column.name), key=column.name in self.table.key)
+
+    def _first_of(self, problems: list[Problem | None]) -> InputDataError:
+        """The problem on the earliest line (one without a known row comes last)."""
+        known = [p for p in problems if p is not None]
+        assert known, "a block that failed has a problem"
+        first = min(known, key=lambda p: (p.index is None, p.index or 0))
+        where = f"line {self._line + 1 + first.index}" if first.index is not None else f"after line {self._line}"
+        return self._fail(f"{where}, {first.text}")
 
     def _check_values(self, batch: pa.Table) -> None:
-        first_line = self._line + 1
-        for column in self.table.columns:
-            values = batch.column(column.name)
-            if column.type is ColumnType.FLOAT:
-                finite = pc.fill_null(pc.is_finite(values), True)
-                if not pc.all(finite).as_py():
-                    index = pc.index(finite, False).as_py()
-                    found = values[index].as_py()
-                    raise self._fail(
-                        f"line {first_line + index}, column {column.name}: expected a finite float, found {found}"
-                    )
-            if column.name in self.table.key and values.null_count:
-                index = pc.index(pc.is_null(values), True).as_py()
-                raise self._fail(f"line {first_line + index}, column {column.name}: a key column may not be empty")
+        found = [value_problem(c, batch.column(c.name), key=c.name in self.table.key) for c in self.table.columns]
+        if any(p is not None for p in found):
+            raise self._first_of(found)
 
     def _take_header(self, block: bytes) -> bytes:
         """Read the header line at the start of ``block`` (after any empty lines); return the rest."""
@@ -353,7 +286,7 @@ class CsvIngest:
             self._at_start = False
             block = block.removeprefix(_BOM)  # as Arrow does at the start of a file
         start = len(block) - len(block.lstrip(b"\r\n"))  # empty lines, skipped as Arrow does
-        end = start + _first_line_end(block[start:])
+        end = start + first_line_end(block[start:])
         self._line += block.count(b"\n", 0, end)
         if start == len(block):
             return b""  # only empty lines so far
@@ -404,13 +337,20 @@ class CsvIngest:
             )
 
 
-def validate_file(path: Path, table: InputTable, *, block: int = READ_BLOCK) -> IngestSummary:
-    """Check a whole file against ``table``'s schema without keeping it (the client's check)."""
+def validate_file(
+    path: Path, table: InputTable, *, block: int = READ_BLOCK, progress: Callable[[int], None] | None = None
+) -> IngestSummary:
+    """Check a whole file against ``table``'s schema without keeping it (the client's check).
+
+    ``progress`` is told the size of each piece once it was checked.
+    """
     ingest = CsvIngest(table, keep=False)
     try:
         with path.open("rb") as handle:
             while piece := handle.read(block):
                 ingest.feed(piece)
+                if progress is not None:
+                    progress(len(piece))
         return ingest.finish()
     except OSError as exc:
         raise InputDataError(f"{path}: cannot read ({exc.strerror})") from None

@@ -16,9 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from oblv_mpc.csv_lines import LineSplitter
 from oblv_mpc.errors import InputDataError
 from oblv_mpc.manifest import Column, ColumnType, InputTable
-from oblv_mpc.tables import CsvIngest, _LineSplitter, validate_file
+from oblv_mpc.tables import CsvIngest, validate_file
 
 TABLE = InputTable(
     "alice",
@@ -88,7 +89,7 @@ BAD = [
         "line 4, column s: a key column",
     ),
     (HEADER + b"a,1,1,true,2024-01-01,\na,2,2,false,2024-01-02,\n", "key (s) is not unique: 'a' appears 2 times"),
-    (HEADER + b"a,1,1\n", "Expected 6 columns, got 3"),
+    (HEADER + b"a,1,1\n", "line 2: 3 field(s), expected 6"),
     (HEADER + b"a,\xc3\x28,1,true,2024-01-01,\n", "line 2: not valid UTF-8"),
     (HEADER, "no rows"),
     (b"", "the file is empty"),
@@ -101,6 +102,42 @@ def test_bad_tables_say_what_and_where(data: bytes, message: str) -> None:
         _ingest(data)
     assert message in info.value.message
     assert info.value.message.startswith("alice.t: ")
+
+
+_GOOD_ROW = ["k", "1", "1.5", "true", "2024-01-01", "2024-01-01 00:00:00"]  # s,i,f,b,d,ts
+_BREAKS = {  # how a row can be wrong: (field, value), or "short" for a missing field
+    "integer": (1, "x"),
+    "float": (2, "nan"),
+    "key": (0, ""),
+    "date": (4, "2024-13-01"),
+    "short": None,
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    count=st.integers(2, 60),
+    broken=st.dictionaries(st.integers(0, 59), st.sampled_from(sorted(_BREAKS)), min_size=1, max_size=4),
+    cuts=st.lists(st.integers(0, 3000), max_size=4),
+)
+def test_the_first_bad_line_in_the_file_is_the_one_reported(
+    count: int, broken: dict[int, str], cuts: list[int]
+) -> None:
+    """Several bad rows, in any columns, whatever the pieces: the error names the earliest line."""
+    broken = {row: kind for row, kind in broken.items() if row < count} or {0: broken[min(broken)]}
+    lines = []
+    for row in range(count):
+        fields = [f"k{row}", *_GOOD_ROW[1:]]
+        change = _BREAKS[broken[row]] if row in broken else False
+        if change is None:
+            fields = fields[:-1]
+        elif change:
+            fields[change[0]] = change[1]
+        lines.append(",".join(fields))
+    with pytest.raises(InputDataError) as info:
+        _ingest(HEADER + "\n".join(lines).encode() + b"\n", cuts)
+    first = min(broken) + 2  # the header is line 1
+    assert info.value.message.startswith(f"alice.t: line {first}"), (broken, info.value.message)
 
 
 def test_limits() -> None:
@@ -176,13 +213,13 @@ _CSVISH = st.lists(st.sampled_from(['"', '""', ",", "\n", "\r", "\r\n", "x", "yz
     head=st.sampled_from(["a,b\n", "b,a\r\n", '"a","b"\n', "\ufeffa,b\n", "\n\r\na,b\n", " a ,\tb\n", "a,b"]),
     body=_CSVISH,
     cuts=st.lists(st.integers(0, 200), max_size=8),
-    window=st.sampled_from([1, 2, 3, 7, _LineSplitter.WINDOW]),  # how much one regular expression scans
+    window=st.sampled_from([1, 2, 3, 7, LineSplitter.WINDOW]),  # how much one regular expression scans
 )
 def test_splitting_agrees_with_arrow_reading_the_whole_text(
     head: str, body: list[str], cuts: list[int], window: int
 ) -> None:
     text = (head + "".join(body)).encode()
-    with mock.patch.object(_LineSplitter, "WINDOW", window):
+    with mock.patch.object(LineSplitter, "WINDOW", window):
         ours = _ours(text, cuts)
     expected = _arrow_whole(text)
     if expected is None:  # Arrow refuses the text (or reads another header): we refuse it, in a typed error
@@ -261,7 +298,7 @@ def _seconds(shape: str, size: int, piece: int) -> float:
             verdict = exc.message
         best = min(best, time.perf_counter() - start)
         # every byte was read: no limit cut the work short
-        assert verdict == "accepted" or "never closed" in verdict or "Expected 2 columns" in verdict, verdict
+        assert verdict == "accepted" or "never closed" in verdict or "expected 2 (one per column" in verdict, verdict
     return best
 
 

@@ -169,8 +169,13 @@ def load_pcr_file(path: Path, *, allow_debug_override: bool = False) -> Attestat
             f"{path}: no such file",
             hint="get the PCR file from whoever built the enclave image, or rebuild it and run `mpc pcrs import`",
         ) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PcrFileError(f"{path}: cannot read ({type(exc).__name__})") from None
+    except UnicodeDecodeError:
+        raise PcrFileError(
+            f"{path}: not a PCR file (it is not text; a PCR file is YAML)",
+            hint="pass the PCR file (e.g. enclave-pcrs.yaml, or one from `mpc pcrs import`), not a document or a key",
+        ) from None
+    except OSError as exc:
+        raise PcrFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     try:
         data = safe_yaml.load(text, YAML_LIMITS, lines=True)
     except safe_yaml.UnsafeYaml as exc:

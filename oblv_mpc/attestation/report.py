@@ -27,7 +27,8 @@ _CHECK_OF_FAILURE = {
 
 @dataclass(frozen=True)
 class Row:
-    """One check in a report: ``ok`` is True (passed), False (failed) or None (not checked)."""
+    """One check in a report: ``ok`` is True (passed), False (failed) or None (not checked: not
+    reached, or nothing was given to compare with, such as a nonce)."""
 
     check: str
     ok: bool | None
@@ -65,7 +66,21 @@ def _detail(step: Passed) -> str:
         return f"PCR0 {short_hex(doc.pcrs[0])} matches {step.matched.label}"
     if step.expected is not None:
         return f"equals the expected {short_hex(step.expected)}"
-    return "not required"
+    return _NOT_CHECKED.get(step.check, "not checked: no value was expected")
+
+
+# What a check that had nothing to compare with leaves open: shown as not checked, never as passed.
+_NOT_CHECKED = {
+    "nonce": "not checked: no nonce was given (--nonce HEX), so this may be an old document replayed",
+    "user_data": "not checked: no user_data was expected",
+    "public_key": "not checked: no public_key was expected",
+}
+
+
+def _row(step: Passed) -> Row:
+    """A passed step as a row; a comparison with nothing expected is not checked (no tick)."""
+    unchecked = step.check in _NOT_CHECKED and step.expected is None
+    return Row(step.check, None if unchecked else True, _detail(step))
 
 
 def explain(
@@ -86,7 +101,7 @@ def explain(
     try:
         while True:
             step = next(steps)
-            rows.append(Row(step.check, True, _detail(step)))
+            rows.append(_row(step))
     except StopIteration as done:
         verified: VerifiedAttestation = done.value
         return Report(tuple(rows), verified, None)

@@ -197,6 +197,23 @@ def short_hex(data: bytes | None) -> str:
     return text if len(text) <= 24 else f"{text[:12]}...{text[-8:]}"
 
 
+def pcr_mismatch(index: int, found: bytes | None, wanted: list[bytes]) -> str:
+    """A PCR that matches none of the accepted values, in full, and where each one differs.
+
+    Abbreviated values hide a difference in the middle (``f5b07aad913a...2239732b`` twice):
+    every value is shown whole, with the first hex digit (from 1) where it parts from the
+    document's.
+    """
+    got = _hex(found)
+    shown = []
+    for value in wanted:
+        text = value.hex()
+        at = next((i for i, (a, b) in enumerate(zip(got, text, strict=False)) if a != b), min(len(got), len(text)))
+        shown.append(f"{text} (differs from hex digit {at + 1} on)")
+    expected = shown[0] if len(shown) == 1 else "one of " + ", ".join(shown)
+    return f"PCR{index} mismatch: got {got}, expected {expected}"
+
+
 def _check_signature(doc: ParsedDocument, leaf: x509.Certificate) -> None:
     # 3.2.1 / RFC 9052 4.4: Sig_structure = ["Signature1", protected, external_aad, payload],
     # built from the bytes exactly as received.
@@ -232,10 +249,9 @@ def _check_pcrs(doc: ParsedDocument, policy: AttestationPolicy) -> tuple[PcrSet,
     for index in sorted({i for s in policy.accepted for i in s.values}):
         wanted = [s.values[index] for s in policy.accepted if index in s.values]
         if doc.pcrs.get(index) not in wanted:
-            expected = ", ".join(short_hex(w) for w in wanted)
             raise PolicyError(
                 "pcrs",
-                f"PCR{index} mismatch: got {short_hex(doc.pcrs.get(index))}, expected one of {expected}",
+                pcr_mismatch(index, doc.pcrs.get(index), wanted),
                 hint="the enclave runs other code than your PCR file accepts; do not send it anything",
             )
     raise PolicyError("pcrs", "the PCRs match no single accepted set (each PCR matches some set, but not one set)")

@@ -20,9 +20,11 @@ from oblv_mpc.cli import demo as demo_cli
 from oblv_mpc.cli import enclave as enclave_cli
 from oblv_mpc.cli import keys as keys_cli
 from oblv_mpc.cli import party as party_cli
+from oblv_mpc.cli import profiles as profiles_cli
 from oblv_mpc.cli import session as session_cli
 from oblv_mpc.cli import synthetic as synthetic_cli
 from oblv_mpc.cli._console import err, plain
+from oblv_mpc.cli._help import HELP_OPTION_NAMES, conventional
 from oblv_mpc.errors import MpcError
 from oblv_mpc.runtime import pin_mmap_threshold
 
@@ -49,8 +51,9 @@ app = typer.Typer(
     help="Multiparty computation brokered by an attested enclave (AWS Nitro Enclaves).",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
     rich_markup_mode=None,
+    context_settings={"help_option_names": HELP_OPTION_NAMES},  # every subcommand inherits -h
 )
 
 
@@ -68,9 +71,11 @@ demo_cli.register(app)
 attestation_cli.register(app)
 connect_cli.register(app)
 party_cli.register(app)
+profiles_cli.register(app)
 app.add_typer(enclave_cli.app, name="enclave")
 app.add_typer(session_cli.app, name="session")
 app.add_typer(synthetic_cli.app, name="synthetic")
+conventional(app)  # usage and help as command-line users expect them (cli/_help.py)
 
 
 def main() -> None:

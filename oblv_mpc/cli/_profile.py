@@ -20,7 +20,7 @@ from oblv_mpc.cli.attestation import warn_debug_allowed
 from oblv_mpc.client import Connection, EnclaveClient
 from oblv_mpc.privacy_ledger import PrivacyLedger
 
-PROFILE = typer.Option(profile.DEFAULT_DIR, "--profile", help="The connection profile's folder.")
+PROFILE = typer.Option(profile.DEFAULT_DIR, "--profile", metavar="DIR", help="The connection profile's folder.")
 JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 

@@ -68,6 +68,8 @@ def show(
         print_json(fields)
         return
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # a PCR is 96 hex digits: wrapped whole, never cut
     for key, value in fields.items():  # module_id and the rest: unverified bytes from outside
         if key == "pcrs":
             for index, pcr in value.items():
@@ -80,12 +82,14 @@ def show(
 @attestation_app.command("verify")
 def verify_command(
     document: Path = typer.Argument(..., help="An attestation document (raw CBOR bytes)."),
-    pcr_file: Path = typer.Option(..., "--pcr-file", help="The PCR file: accepted measurements and trusted root."),
-    at: str | None = typer.Option(None, "--at", help="Validate at this ISO 8601 time instead of now."),
+    pcr_file: Path = typer.Option(
+        ..., "--pcr-file", metavar="FILE", help="The PCR file: accepted measurements and trusted root."
+    ),
+    at: str | None = typer.Option(None, "--at", metavar="TIME", help="Validate at this ISO 8601 time instead of now."),
     at_document_time: bool = typer.Option(
         False, "--at-document-time", help="Validate at the document's own timestamp."
     ),
-    nonce: str | None = typer.Option(None, "--nonce", help="The nonce (hex) the document must carry."),
+    nonce: str | None = typer.Option(None, "--nonce", metavar="HEX", help="The nonce (hex) the document must carry."),
     allow_debug_enclave: bool = typer.Option(False, "--allow-debug-enclave", help=ALLOW_DEBUG_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the checks as JSON."),
 ) -> None:
@@ -115,6 +119,34 @@ def verify_command(
         warn("development enclave: the document chains to a simulator's root, not to AWS's")
 
 
+@attestation_app.command("fetch")
+def fetch_command(
+    url: str = typer.Option(..., "--url", envvar="MPC_URL", metavar="URL", help="The enclave's URL."),
+    output: Path = typer.Option(..., "--out", "-o", metavar="FILE", help="Where to save the document (CBOR)."),
+    nonce: str | None = typer.Option(
+        None, "--nonce", metavar="HEX", help="The nonce the document must bind (default: a fresh random one)."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing file."),
+) -> None:
+    """Save a fresh attestation document from an enclave, unverified, for `mpc attestation verify`."""
+    import httpx
+
+    from oblv_mpc.attestation_download import download
+
+    if output.exists() and not force:
+        raise UsageError(f"{output} already exists", hint="pass --force to replace it, or --out another file")
+    wanted = _parse_hex(nonce, "--nonce") if nonce else None
+    with httpx.Client(base_url=url, timeout=30) as http:
+        fetched = download(http, wanted)
+    output.write_bytes(fetched.document)
+    out.print(f"nonce {fetched.nonce.hex()}")
+    err.print(f"wrote {output} ({len(fetched.document):,} bytes, UNVERIFIED)", markup=False)
+    err.print(
+        f"check it with: mpc attestation verify {output} --pcr-file PCR_FILE --nonce {fetched.nonce.hex()}",
+        markup=False,
+    )
+
+
 def _parse_time(text: str) -> dt.datetime:
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -133,7 +165,7 @@ def _parse_hex(text: str, flag: str) -> bytes:
 @pcrs_app.command("import")
 def pcrs_import(
     source: Path = typer.Argument(..., help="JSON printed by `nitro-cli build-enclave` or `nitro-cli describe-eif`."),
-    output: Path = typer.Option(Path("pcrs.yaml"), "--out", "-o", help="The PCR file to write."),
+    output: Path = typer.Option(Path("pcrs.yaml"), "--out", "-o", metavar="FILE", help="The PCR file to write."),
     name: str = typer.Option("", "--name", help="A name for this set of measurements."),
     force: bool = typer.Option(False, "--force", help="Replace an existing PCR file."),
 ) -> None:
@@ -150,7 +182,7 @@ def pcrs_import(
 @pcrs_app.command("compare")
 def pcrs_compare(
     source: Path = typer.Argument(..., help="JSON from `nitro-cli build-enclave` of the image you rebuilt yourself."),
-    pcr_file: Path = typer.Option(..., "--pcr-file", help="The PCR file the operator published."),
+    pcr_file: Path = typer.Option(..., "--pcr-file", metavar="FILE", help="The PCR file the operator published."),
 ) -> None:
     """Check that the image you rebuilt measures to one of the PCR sets the operator published."""
     rebuilt = from_nitro_cli(_read_text(source), source=str(source)).accepted[0]

@@ -26,11 +26,17 @@ if TYPE_CHECKING:
 
 
 def connect(
-    url: str = typer.Option(..., "--url", help="The enclave's URL, e.g. http://127.0.0.1:8000."),
+    url: str = typer.Option(
+        ..., "--url", envvar="MPC_URL", metavar="URL", help="The enclave's URL, e.g. http://127.0.0.1:8000."
+    ),
     manifest_path: Path = typer.Option(..., "--manifest", help="The session manifest you agreed to."),
-    key: Path | None = typer.Option(None, "--key", "--private-key", help="Your private key file (NAME_private.der)."),
+    key: Path | None = typer.Option(
+        None, "--key", "--private-key", metavar="FILE", help="Your private key file (NAME_private.der)."
+    ),
     public_key: Path | None = typer.Option(None, "--public-key", help="Your public key file, checked against --key."),
-    pcr_file: Path | None = typer.Option(None, "--pcr-file", help="The PCR file: the measurements you accept."),
+    pcr_file: Path | None = typer.Option(
+        None, "--pcr-file", metavar="FILE", help="The PCR file: the measurements you accept."
+    ),
     pcr0: str | None = typer.Option(None, "--pcr0", help="Accepted PCR0 (hex), instead of --pcr-file."),
     pcr1: str | None = typer.Option(None, "--pcr1", help="Accepted PCR1 (hex), instead of --pcr-file."),
     pcr2: str | None = typer.Option(None, "--pcr2", help="Accepted PCR2 (hex), instead of --pcr-file."),
@@ -119,6 +125,8 @@ def connect(
         styled("[green]✓[/] attestation verified: signature, certificate chain, measurements, nonce, session binding")
     )
     table = Table(show_header=False, box=None)
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")  # PCRs are 96 hex digits: wrapped whole, never cut
     for label, value in summary.items():  # module_id, the PCR set's name, names: all from outside
         if label == "pcrs":
             for name, pcr in value.items():

@@ -17,7 +17,7 @@ key_app = typer.Typer(help="Inspect party keys.", no_args_is_help=True)
 
 def keygen(
     name: str = typer.Argument(..., help="The party's name; files are NAME_private.der and NAME_public.der."),
-    out_dir: Path = typer.Option(Path("."), "--out", help="Folder to write the key files in."),
+    out_dir: Path = typer.Option(Path("."), "--out", metavar="DIR", help="Folder to write the key files in."),
     key_type: keys.KeyType = typer.Option(keys.KeyType.ED25519, "--type", help="Key type."),
     force: bool = typer.Option(False, "--force", help="Replace existing key files of that name."),
     encrypt: bool = typer.Option(

@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import enum
 import json
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +20,10 @@ from rich.text import Text
 from oblv_mpc import manifest, profile, result_files
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.cli._profile import JSON, PROFILE, connected
-from oblv_mpc.client import Result
-from oblv_mpc.errors import EnclaveRefused, EnclaveUnreachable, UsageError
+from oblv_mpc.client import EnclaveClient, Receipt, Result
+from oblv_mpc.errors import EnclaveRefused, EnclaveUnreachable, InputDataError, UsageError
+from oblv_mpc.ingest import IngestSummary
+from oblv_mpc.manifest import InputTable
 from oblv_mpc.privacy_ledger import PrivacyLedger, check_new_instance
 
 
@@ -30,8 +34,8 @@ def _receipt_file(profile_dir: Path, table: str) -> Path:
 
 
 def submit(
-    file: Path = typer.Argument(..., help="The CSV file to submit."),
-    table: str = typer.Option(..., "--table", help="Which of your tables it is (e.g. employees)."),
+    file: Path = typer.Argument(..., metavar="FILE", help="The table to submit: a CSV or Parquet file."),
+    table: str = typer.Option(..., "--table", metavar="TABLE", help="Which of your tables it is (e.g. employees)."),
     allow_fresh_privacy_budget: bool = typer.Option(
         False,
         "--allow-fresh-privacy-budget",
@@ -41,8 +45,6 @@ def submit(
     as_json: bool = JSON,
 ) -> None:
     """Check the file against the manifest's schema here, then upload it sealed, and save the signed receipt."""
-    from oblv_mpc.tables import validate_file  # Arrow and DuckDB load only for this command
-
     saved = profile.Profile.load(profile_dir)
     loaded = manifest.load(Path(saved.manifest))
     qualified = table if "." in table else f"{saved.party}.{table}"
@@ -50,38 +52,77 @@ def submit(
     if declared is None or declared.party != saved.party:
         mine = ", ".join(t.table for t in loaded.inputs_of(saved.party)) or "none"
         raise UsageError(f"{table!r} is not one of your tables in {loaded.session} (yours: {mine})")
-    err.print(f"checking {file} against {qualified}'s schema (nothing is sent yet)")
-    summary = validate_file(file, declared)
+    with _as_csv(file, declared) as csv_file:
+        summary = _check_here(file, csv_file, declared)
+        with connected(profile_dir) as (client, _):
+            assert client.connection is not None
+            check_new_instance(
+                PrivacyLedger(profile_dir),
+                loaded.hash,
+                client.connection.instance.hex(),
+                allow_fresh_budget=allow_fresh_privacy_budget,
+                warn=warn,
+            )
+            if client.status()["inputs"][qualified]["frozen"]:  # no progress bar for an upload bound to be refused
+                raise EnclaveRefused(
+                    "frozen",
+                    f"{qualified} is frozen: a computation over it was already attempted; nothing was sent",
+                    hint="a frozen table cannot be replaced in this session",
+                )
+            receipt = _upload(client, qualified, file.name, csv_file, summary.size)
+    _save_receipt(client, receipt, profile_dir, qualified, as_json=as_json)
+
+
+def _upload(client: EnclaveClient, qualified: str, shown: str, csv_file: Path, size: int) -> Receipt:
+    """The sealed upload, with a progress bar; a cut-off upload says what to do."""
+    with _progress() as progress:
+        task = progress.add_task(f"uploading {shown}", total=size)
+        try:
+            return client.upload(qualified, csv_file, progress=lambda n: progress.advance(task, n))
+        except EnclaveUnreachable as exc:
+            raise EnclaveUnreachable(
+                f"the upload was cut off: {exc.message}; the enclave keeps nothing of an unfinished upload",
+                hint="when the enclave answers again, run `mpc connect` (it may have restarted) and submit again",
+            ) from None
+
+
+def _as_csv(file: Path, declared: InputTable) -> AbstractContextManager[Path]:
+    """The file to check and upload: ``file`` itself, or a Parquet file's CSV conversion."""
+    from oblv_mpc.parquet_input import as_csv, is_parquet  # Arrow loads only for this command
+
+    if not is_parquet(file):
+        return contextlib.nullcontext(file)
+    err.print(f"{file.name} is a Parquet file: converting it to CSV for the upload (the enclave takes CSV)")
+    return as_csv(file, declared)
+
+
+def _check_here(file: Path, csv_file: Path, declared: InputTable) -> IngestSummary:
+    """The local check of the file against the schema, with a progress bar; nothing is sent."""
+    from oblv_mpc.parquet_input import rows_not_lines
+    from oblv_mpc.tables import validate_file
+
+    err.print(f"checking {file.name} against the schema of {declared.qualified} (nothing is sent yet)")
+    try:
+        size = csv_file.stat().st_size
+    except OSError:
+        size = None  # validate_file says why it cannot be read
+    try:
+        with _progress() as progress:
+            task = progress.add_task(f"checking {file.name}", total=size)
+            summary = validate_file(csv_file, declared, progress=lambda n: progress.advance(task, n))
+    except InputDataError as exc:
+        raise (rows_not_lines(exc, file) if csv_file != file else exc) from None
     err.print(
         styled(
             "[green]✓[/] {summary}",
             summary=f"{summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...",
         )
     )
-    with connected(profile_dir) as (client, _):
-        assert client.connection is not None
-        check_new_instance(
-            PrivacyLedger(profile_dir),
-            loaded.hash,
-            client.connection.instance.hex(),
-            allow_fresh_budget=allow_fresh_privacy_budget,
-            warn=warn,
-        )
-        if client.status()["inputs"][qualified]["frozen"]:  # no progress bar for an upload bound to be refused
-            raise EnclaveRefused(
-                "frozen",
-                f"{qualified} is frozen: a computation over it was already attempted; nothing was sent",
-                hint="a frozen table cannot be replaced in this session",
-            )
-        with _progress() as progress:
-            task = progress.add_task(f"uploading {file.name}", total=summary.size)
-            try:
-                receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
-            except EnclaveUnreachable as exc:
-                raise EnclaveUnreachable(
-                    f"the upload was cut off: {exc.message}; the enclave keeps nothing of an unfinished upload",
-                    hint="when the enclave answers again, run `mpc connect` (it may have restarted) and submit again",
-                ) from None
+    return summary
+
+
+def _save_receipt(client: EnclaveClient, receipt: Receipt, profile_dir: Path, qualified: str, *, as_json: bool) -> None:
+    """Save the signed receipt with the attestation that binds the enclave's key, and show it."""
     assert client.connection is not None
     record = {
         "receipt": {k: v for k, v in receipt.statement.items()},
@@ -204,21 +245,27 @@ def _write_result(result: Result, path: Path, fmt: str) -> None:
     result_files.write(result.columns, result.rows, path, fmt)
 
 
+class ResultFormat(enum.StrEnum):
+    """``mpc fetch --format``: what ``--out`` is written as."""
+
+    CSV = "csv"
+    JSON = "json"
+    PARQUET = "parquet"
+
+
 def fetch(
     name: str = typer.Argument(..., help="The computation whose result to fetch."),
-    output: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file."),
-    fmt: str = typer.Option("csv", "--format", help="csv, json or parquet, for --out."),
+    output: Path | None = typer.Option(None, "--out", "-o", metavar="FILE", help="Write the result to this file."),
+    fmt: ResultFormat = typer.Option(ResultFormat.CSV, "--format", help="The format of --out."),
     profile_dir: Path = PROFILE,
     as_json: bool = JSON,
 ) -> None:
     """Fetch a result you may read: decrypted here, its enclave signature checked, shown and saved."""
-    if fmt not in result_files.FORMATS:
-        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(result_files.FORMATS)}")
     _check_readable(profile_dir, name)  # before any connection: a typo needs no enclave
     with connected(profile_dir) as (client, _), _progress_bar(name) as on_progress:
         result = client.wait_for_result(name, on_progress=on_progress)  # a synthetic release may take minutes
     if output is not None:
-        _write_result(result, output, fmt)
+        _write_result(result, output, fmt.value)
         err.print(f"wrote {output}")
     if as_json:
         names = [c[0] for c in result.columns]

@@ -37,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from oblv_mpc import __version__
 from oblv_mpc import manifest as manifest_module
 from oblv_mpc.attestation import Attestor
+from oblv_mpc.enclave import request_log
 from oblv_mpc.enclave.bodies import ByteBudget, read_body
 from oblv_mpc.enclave.replay import Monotonic
 from oblv_mpc.enclave.service import OPERATIONS, Clock, EnclaveService, Reply, utcnow
@@ -178,13 +179,19 @@ def _response(reply: Reply) -> Response:
     return Response(reply.content, status_code=reply.status, media_type=SEALED)
 
 
+def _logged(request: Request, reply: Reply) -> Response:
+    """The reply as a response; its party and refusal code noted for the request log."""
+    request_log.note(request.state, party=reply.party, text=f"refused {reply.refusal}" if reply.refusal else None)
+    return _response(reply)
+
+
 def _sealed_route(op: str) -> Callable[[Request, EnclaveService], Coroutine[Any, Any, Response]]:
     async def handler(request: Request, service: Service) -> Response:
         restarted = _restarted(request, service)
         if restarted is not None:
             return restarted
         async with _read_envelope(request, service) as envelope:
-            return _response(await run_in_threadpool(service.handle, op, envelope))
+            return _logged(request, await run_in_threadpool(service.handle, op, envelope))
 
     handler.__name__ = f"sealed_{op}"
     return handler
@@ -215,14 +222,24 @@ async def _sealed_http(request: Request, service: Service) -> Response:
     async with _read_envelope(request, service) as envelope:
         opened = await run_in_threadpool(service.open_http, envelope)
     if isinstance(opened, Reply):
-        return _response(opened)
+        return _logged(request, opened)
     user: FastAPI | None = request.app.state.user_app
     if user is None:
-        return _response(service.answer(opened.request, _NO_ROUTES))
+        return _logged(request, service.answer(opened.request, _NO_ROUTES))
     party = service.manifest.parties[opened.request.party]
     caller = Caller(party.name, party.roles)
-    answer = await dispatch(user, opened.http.head, opened.http.body, caller, service.manifest)
-    return _response(await run_in_threadpool(service.answer, opened.request, answer))
+    raised: list[str] = []
+    answer = await dispatch(
+        user,
+        opened.http.head,
+        opened.http.body,
+        caller,
+        service.manifest,
+        on_error=lambda e: raised.append(type(e).__name__),
+    )
+    outcome = f"app raised {raised[0]}, answered {answer.status}" if raised else f"app {answer.status}"
+    request_log.note(request.state, text=outcome)
+    return _logged(request, await run_in_threadpool(service.answer, opened.request, answer))
 
 
 def sealed_router() -> APIRouter:
@@ -257,13 +274,16 @@ def create_app(
     routers: list[APIRouter] | None = None,
     clock: Clock = utcnow,
     monotonic: Monotonic = time.monotonic,
+    log: Callable[[str], None] | None = None,
 ) -> FastAPI:
     """The enclave app for one session. Builds nothing at import time.
 
     With ``manifest=None`` the app waits to be provisioned (``POST /v1/provision``). ``clock`` is
     the enclave's wall clock (request windows, transcript and statement times) and ``monotonic``
     the clock that measures how long request ids are remembered; a provisioned service gets the
-    same ones. Serve it with :mod:`oblv_mpc.enclave.server`, passing ``settings.limits``.
+    same ones. ``log`` is given one line per request, without bodies
+    (:mod:`oblv_mpc.enclave.request_log`). Serve it with :mod:`oblv_mpc.enclave.server`, passing
+    ``settings.limits``.
     """
     app = FastAPI(
         title="oblv_mpc enclave",
@@ -290,4 +310,6 @@ def create_app(
         )
     app.include_router(info_router())
     app.include_router(sealed_router())
+    if log is not None:
+        app.add_middleware(request_log.RequestLog, log=log)
     return app

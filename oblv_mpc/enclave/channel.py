@@ -48,15 +48,21 @@ class Answer(Protocol):
 
 @dataclass(frozen=True)
 class Reply:
-    """What the HTTP layer sends back: a status code and sealed bytes, or plain JSON."""
+    """What the HTTP layer sends back: a status code and sealed bytes, or plain JSON.
+
+    ``party`` (whose signature verified) and ``refusal`` (the code refused with, sealed or
+    plain) are for the enclave's request log only; they never travel.
+    """
 
     status: int
     content: bytes | dict[str, str]
+    party: str | None = None
+    refusal: str | None = None
 
     @classmethod
     def plain(cls, code: str, reason: str) -> Reply:
         """A refusal sent before the party is known, with the code table's status."""
-        return cls(status_of(code), {"code": code, "message": reason})
+        return cls(status_of(code), {"code": code, "message": reason}, refusal=code)
 
 
 @dataclass(frozen=True)
@@ -135,9 +141,10 @@ class Channel:
 
     def answer(self, request: Request, body: Answer) -> Reply:
         """A sealed, signed answer to an authenticated request."""
-        return Reply(200, seal_response(self.context, request, self._signing, body=body.to_cbor()))
+        return Reply(200, seal_response(self.context, request, self._signing, body=body.to_cbor()), party=request.party)
 
     def refuse(self, request: Request, code: str, reason: str) -> Reply:
         """A refusal sealed to the requester; the transcript records it without content."""
         self._on_refusal(request.party, request.op, code)
-        return Reply(200, seal_response(self.context, request, self._signing, error=(code, reason)))
+        sealed = seal_response(self.context, request, self._signing, error=(code, reason))
+        return Reply(200, sealed, party=request.party, refusal=code)

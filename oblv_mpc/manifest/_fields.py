@@ -24,7 +24,7 @@ def name(value: Any, path: str, problems: Problems, what: str) -> bool:
         problems.expected(path, f"{what}: lowercase letters, digits and _, starting with a letter or _", value)
         return False
     if value in RESERVED:
-        problems.add(path, f"{value!r} is reserved; choose another {what}")
+        problems.add(path, f"{value!r} is reserved; choose another {what.removeprefix('a ')}")
         return False
     return True
 

@@ -362,6 +362,8 @@ def _table_problem(
     if not schema and name in ctes:
         return None
     if qualified not in tables:
+        if not tables:
+            return f"undeclared table {qualified!r}: the manifest declares no input yet (mpc session add-input)"
         return f"undeclared table {qualified!r}: only the inputs {', '.join(sorted(tables))} may be read"
     if qualified not in used:
         used.append(qualified)

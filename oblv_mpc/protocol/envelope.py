@@ -157,7 +157,7 @@ def open_request(
     if public is None:
         raise EnclaveRefused("unknown_party", f"{party!r} is not a party of this session")
     if not keys.verify(public, bytes(signature), _REQUEST_DOMAIN + header):
-        raise EnclaveRefused("bad_signature", f"the request is not signed by party {party!r}'s key")
+        raise EnclaveRefused("bad_signature", f"the request is not signed by the key of party {party!r}")
     if fields["body"] != hashlib.sha256(body_bytes).digest():
         raise EnclaveRefused("bad_signature", f"the request body is not the one party {party!r} signed")
     request_id, time_ms, reply = fields["id"], fields["time"], fields["reply"]

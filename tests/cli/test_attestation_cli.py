@@ -44,7 +44,19 @@ def test_verify_passes_at_document_time(cli: Any, ev4: tuple[str, str]) -> None:
         "user_data",
         "public_key",
     ]
-    assert all(c["ok"] for c in report["checks"])
+    checked = {c["check"]: c["ok"] for c in report["checks"]}
+    assert all(checked[c] for c in ("structure", "root", "chain", "signature", "pcrs"))
+    # nothing was given to compare these with: not checked, and never shown as passed
+    assert checked["nonce"] is None and checked["user_data"] is None and checked["public_key"] is None
+
+
+def test_verify_without_a_nonce_says_it_was_not_checked_instead_of_a_tick(cli: Any, ev4: tuple[str, str]) -> None:
+    doc, pcrs = ev4
+    done = cli("attestation", "verify", doc, "--pcr-file", pcrs, "--at-document-time")
+    assert done.exit_code == 0, done.output
+    nonce = next(line for line in done.stdout.splitlines() if "nonce" in line)
+    assert "✓" not in nonce and "not checked" in nonce
+    assert "not required" not in done.stdout
 
 
 def test_verify_fails_today_with_a_cross_and_exit_4(cli: Any, ev4: tuple[str, str]) -> None:

@@ -124,6 +124,7 @@ def test_submit_shows_a_progress_bar_in_a_terminal(mpc: Runner, workspace: Path,
     os.close(main)
     text = screen.decode("utf-8", "replace")
     assert process.returncode == 0, text
+    assert "checking big.csv" in text  # the local check, before anything is sent, has a bar too
     assert "uploading big.csv" in text
     assert "MB" in text and ("/s" in text)  # size and transfer speed columns
     assert "━" in text  # the bar itself

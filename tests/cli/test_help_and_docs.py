@@ -73,3 +73,35 @@ def test_every_command_in_the_docs_exists_with_the_options_it_shows(line: str) -
     options = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
     for option in re.findall(r"(?<![\w-])(--?[a-z][a-z0-9-]*)", line):
         assert option in options, f"docs/cli.md shows `mpc {' '.join(path)} {option}`, which has no such option"
+
+
+@pytest.mark.parametrize(("path", "command"), COMMANDS, ids=[" ".join(p) or "mpc" for p, _ in COMMANDS])
+def test_every_help_is_conventional_and_answers_to_dash_h(path: tuple[str, ...], command: Any) -> None:
+    """Usage names its arguments (`FILE NAME`, not `{file} {name}`), values have names, not Python
+    types (`--column COLUMN`, not `<list[str]>`), choices are listed, and `-h` is `--help`."""
+    import re
+
+    from typer.testing import CliRunner
+
+    done = CliRunner().invoke(app, [*path, "-h"], env={"COLUMNS": "200"}, prog_name="mpc")
+    assert done.exit_code == 0, done.output
+    text = done.stdout
+    usage = text.splitlines()[0]
+    assert usage.startswith(f"Usage: mpc {' '.join(path)}".rstrip()), usage
+    assert "{" not in usage and "}" not in usage, usage
+    assert not re.search(r"<[a-z_\[\]|.-]+>", text), text  # Typer's <str>, <path>, <list[str]>
+    for param in command.params:
+        if param.param_type_name == "argument":
+            assert param.metavar in usage, usage
+        elif not param.is_flag and not param.hidden:
+            assert param.metavar and param.metavar in text, f"{param.opts[0]} shows no value name"
+            choices = getattr(param.type_descriptor, "choices", None) if param.type_descriptor.is_choice else None
+            for choice in choices or ():
+                assert str(getattr(choice, "value", choice)) in text  # e.g. fetch --format [csv|json]
+
+
+def test_fetch_format_lists_its_choices() -> None:
+    from typer.testing import CliRunner
+
+    done = CliRunner().invoke(app, ["fetch", "--help"], env={"COLUMNS": "200"})
+    assert "--format [csv|json|parquet]" in done.stdout

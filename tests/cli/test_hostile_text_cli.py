@@ -155,12 +155,12 @@ def test_a_refusal_quoting_markup_is_shown_literally(cli: Any, session: Session)
 def test_a_csv_error_quoting_hostile_data_is_shown_escaped(cli: Any, session: Session) -> None:
     profile = session.connect(cli, "alice")
     bad = session.folder / "alice" / "bad.csv"
-    # Arrow's message quotes the whole bad row, quoted line break and all
+    # Arrow's message quotes the whole bad row, quoted line break and all; the error names its line
     bad.write_text('email\n"[/evil]\x1b[2K\n  hint: the enclave is fine, run curl x | sh",extra\n', encoding="utf-8")
     done = cli("submit", str(bad), "--table", "people", "--profile", str(profile), env=ENV)
     assert done.exit_code == 3
     assert "invalid input data" in done.output and "\x1b" not in done.output
-    assert '"[/evil]\\x1b[2K\\n  hint: the enclave is fine, run curl x | sh",extra' in done.output
+    assert "line 2: 2 field(s), expected 1" in done.output and "curl" not in done.output
     assert [line for line in done.output.splitlines() if line.startswith("  hint:")] == [
         "  hint: fix the file and submit it again; nothing was sent"
     ]

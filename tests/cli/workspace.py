@@ -11,8 +11,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 Runner = Callable[..., "subprocess.CompletedProcess[str]"]
@@ -40,18 +41,39 @@ def runner_in(root: Path) -> Runner:
 
 @dataclass
 class Server:
-    """A running `mpc enclave serve` and how to reach it."""
+    """A running `mpc enclave serve` and how to reach it.
+
+    What it prints is read all along (it logs a line per request: a pipe nobody reads would fill
+    and stall it); :meth:`output` and :meth:`stop` return it.
+    """
 
     process: subprocess.Popen[str]
     url: str
     port: int
     pcr_file: Path
+    lines: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
+
+    def read_on(self) -> Server:
+        """Keep reading what the server prints, in a thread, into ``lines``."""
+        assert self.process.stdout is not None
+        self.reader = threading.Thread(target=self.lines.extend, args=(self.process.stdout,), daemon=True)
+        self.reader.start()
+        return self
+
+    def output(self) -> str:
+        """Everything it printed so far."""
+        return "".join(list(self.lines))
 
     def stop(self) -> str:
         """Ctrl-C, as the operator would; returns what it printed."""
         self.process.send_signal(signal.SIGINT)
-        output, _ = self.process.communicate(timeout=20)
-        return output
+        self.process.wait(timeout=20)
+        if self.reader is not None:
+            self.reader.join(timeout=20)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        return self.output()
 
 
 def start_server(workspace: Path, *extra: str, port: int = 0) -> Server:
@@ -72,7 +94,8 @@ def start_server(workspace: Path, *extra: str, port: int = 0) -> Server:
         seen.append(line)
         if line.startswith("ready: listening on "):
             url = line.split()[3]
-            return Server(process, url, int(url.rsplit(":", 1)[1]), workspace / "enclave-pcrs.yaml")
+            server = Server(process, url, int(url.rsplit(":", 1)[1]), workspace / "enclave-pcrs.yaml", seen)
+            return server.read_on()
     raise AssertionError("the server never said it was ready:\n" + "".join(seen))
 
 

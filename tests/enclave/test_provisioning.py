@@ -86,5 +86,8 @@ def test_an_invalid_manifest_is_refused_before_anything_is_sent(tmp_path: Path) 
 
 def test_nothing_listening_is_unreachable(manifest_file: Path) -> None:
     http = httpx.Client(base_url=f"http://127.0.0.1:{free_port()}", timeout=5)
-    with http, pytest.raises(EnclaveUnreachable, match=r"no answer from http://127\.0\.0\.1:"):
+    with (
+        http,
+        pytest.raises(EnclaveUnreachable, match=r"no answer from the enclave at http://127\.0\.0\.1:\d+: could not"),
+    ):
         provision(http, manifest_file)

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +59,19 @@ class Enclave:
     port: int
     process: subprocess.Popen[str]
     policy_file: Path
+    lines: list[str]
+    reader: threading.Thread
+
+    def output(self) -> str:
+        """What it printed so far (read all along: it logs a line per request)."""
+        return "".join(list(self.lines))
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGINT)
-        self.process.communicate(timeout=20)
+        self.process.wait(timeout=20)
+        self.reader.join(timeout=20)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
 
 
 def start_enclave(workspace: Path, port: int = 0) -> Enclave:
@@ -78,7 +88,9 @@ def start_enclave(workspace: Path, port: int = 0) -> Enclave:
         lines.append(line)
         if line.startswith("ready: listening on "):
             url = line.split()[3]
-            return Enclave(url, int(url.rsplit(":", 1)[1]), process, workspace / "enclave-pcrs.yaml")
+            reader = threading.Thread(target=lines.extend, args=(process.stdout,), daemon=True)
+            reader.start()
+            return Enclave(url, int(url.rsplit(":", 1)[1]), process, workspace / "enclave-pcrs.yaml", lines, reader)
     raise AssertionError("".join(lines))
 
 
