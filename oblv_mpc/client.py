@@ -32,6 +32,7 @@ import httpx
 
 from oblv_mpc import keys
 from oblv_mpc.attestation import AttestationPolicy, VerifiedAttestation, verify
+from oblv_mpc.columnar import ColumnarFile
 from oblv_mpc.errors import (
     EnclaveRefused,
     EnclaveUnreachable,
@@ -57,6 +58,8 @@ from oblv_mpc.protocol.binding import EnclaveBinding, sha256
 from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, Context, open_response, seal_request, verify_statement
 from oblv_mpc.protocol.hpke import KeyPair, SuiteName
 from oblv_mpc.protocol.messages import (
+    ARROW,
+    CSV,
     STREAM_ID_BYTES,
     ComputeRequest,
     Digest,
@@ -70,7 +73,7 @@ from oblv_mpc.protocol.messages import (
 from oblv_mpc.protocol.refusals import plain_hint, sealed_error
 from oblv_mpc.protocol.transcript import Event, verify_chain
 from oblv_mpc.statements import Receipt, Result, read_receipt, read_result
-from oblv_mpc.streaming import Sent, ahead, frames
+from oblv_mpc.streaming import Sent, ahead, frames, whole_frames
 
 __all__ = ["Connection", "EnclaveClient", "Receipt", "Result", "Sent", "claims"]
 
@@ -307,18 +310,25 @@ class EnclaveClient:
         pieces: Iterable[bytes],
         *,
         chunk_bytes: int | None = None,
+        whole: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> Sent:
         """Send bytes (in ``pieces`` of any size) as one chunked stream, each chunk sealed on its own.
 
         ``chunk`` makes each chunk's message from its :class:`Frame` (and, for the last one, the
-        :class:`Digest` of the whole stream). Every chunk but the last must be acknowledged in
-        order; the answer to the last is returned with the digest. ``progress`` is told each
-        chunk's size once it was taken. Reading and sealing run one chunk ahead of sending.
+        :class:`Digest` of the whole stream). ``whole``: each piece is one chunk, as it is (whole
+        Arrow IPC messages); else pieces are cut into chunks of ``chunk_bytes``. Every chunk but
+        the last must be acknowledged in order; the answer to the last is returned with the
+        digest. ``progress`` is told each chunk's size once it was taken. Reading and sealing run
+        one chunk ahead of sending.
         """
         self.connection or self.connect()
         stream_id = os.urandom(STREAM_ID_BYTES)
-        chunks = frames(stream_id, pieces, chunk_bytes or self.chunk_bytes)
+        size = chunk_bytes or self.chunk_bytes
+        if whole:
+            chunks = whole_frames(stream_id, pieces, self.limits.max_chunk_bytes)
+        else:
+            chunks = frames(stream_id, pieces, size)
         for frame, digest, envelope in ahead((f, d, self._seal(chunk(f, d))) for f, d in chunks):
             answer = self._send(envelope)
             if progress:
@@ -335,14 +345,24 @@ class EnclaveClient:
         source: Path | IO[bytes],
         *,
         progress: Callable[[int], None] | None = None,
+        format: str = CSV,
+        compression: str | None = None,
     ) -> Receipt:
-        """Stream a CSV file to the enclave in sealed chunks; return the verified receipt."""
-        if table not in self.manifest.inputs:
-            qualified = f"{self.party.name}.{table}"
-            if qualified not in self.manifest.inputs:
-                mine = ", ".join(t.table for t in self.manifest.inputs_of(self.party.name)) or "none"
-                raise UsageError(f"{table!r} is not an input of session {self.manifest.session} (yours: {mine})")
-            table = qualified
+        """Stream a table to the enclave in sealed chunks; return the verified receipt.
+
+        ``format="csv"`` sends the file's bytes as they are (the enclave parses them);
+        ``format="arrow"`` reads the file (CSV or Parquet, a path) here with Arrow, once, checks
+        it as the enclave will, and sends Arrow IPC record batches, ``compression`` (``lz4`` or
+        ``zstd``) or not; ``progress`` is then told how many bytes of the file were read. The
+        receipt binds the bytes sent (their SHA-256 and size) and, for Arrow, the rows.
+        """
+        table = self._own_table(table)
+        if format == ARROW:
+            if not isinstance(source, Path):
+                raise UsageError("an Arrow upload reads a file: give its path")
+            return self._upload_columnar(table, source, progress, compression)
+        if format != CSV:
+            raise UsageError(f"format {format!r}: expected {CSV} or {ARROW}")
         handle = source.open("rb") if isinstance(source, Path) else source
         try:
             sent = self.send_stream(
@@ -353,10 +373,41 @@ class EnclaveClient:
         finally:
             if isinstance(source, Path):
                 handle.close()
+        return self._receipt(table, sent, rows=None)
+
+    def _own_table(self, table: str) -> str:
+        if table not in self.manifest.inputs:
+            qualified = f"{self.party.name}.{table}"
+            if qualified not in self.manifest.inputs:
+                mine = ", ".join(t.table for t in self.manifest.inputs_of(self.party.name)) or "none"
+                raise UsageError(f"{table!r} is not an input of session {self.manifest.session} (yours: {mine})")
+            table = qualified
+        return table
+
+    def _upload_columnar(
+        self, table: str, path: Path, progress: Callable[[int], None] | None, compression: str | None
+    ) -> Receipt:
+        stream = ColumnarFile(
+            path, self.manifest.inputs[table], chunk_bytes=self.chunk_bytes, compression=compression, limits=self.limits
+        )
+        reported = [0]
+
+        def read(_: int) -> None:
+            if progress is not None:
+                progress(stream.read_bytes - reported[0])
+                reported[0] = stream.read_bytes
+
+        sent = self.send_stream(
+            lambda frame, digest: UploadChunk(frame, table, digest, ARROW), stream.pieces(), whole=True, progress=read
+        )
+        assert stream.summary is not None
+        return self._receipt(table, sent, rows=stream.summary.rows)
+
+    def _receipt(self, table: str, sent: Sent, *, rows: int | None) -> Receipt:
         assert self.connection is not None
         signed = ReceiptAnswer.from_cbor(sent.answer).receipt.to_cbor()
         statement = verify_statement(self.connection.signing_key, signed, "receipt", limits=self.limits)
-        return read_receipt(statement, signed, self.manifest, self.party.name, table, sent.digest)
+        return read_receipt(statement, signed, self.manifest, self.party.name, table, sent.digest, rows=rows)
 
     def status(self) -> dict[str, Any]:
         """Which inputs are in, which computations are ready or done, what this party may read.

@@ -49,10 +49,22 @@ class Result:
 
 
 def read_receipt(
-    statement: dict[str, Any], signed: dict[str, bytes], manifest: Manifest, party: str, table: str, sent: Digest
+    statement: dict[str, Any],
+    signed: dict[str, bytes],
+    manifest: Manifest,
+    party: str,
+    table: str,
+    sent: Digest,
+    *,
+    rows: int | None = None,
 ) -> Receipt:
-    """The receipt for ``party``'s upload of ``table``, if the verified statement is that receipt."""
-    expected = {"party": party, "table": table, "sha256": sent.sha256, "bytes": sent.size}
+    """The receipt for ``party``'s upload of ``table``, if the verified statement is that receipt.
+
+    ``rows``: how many rows the client sent, when it knows (an Arrow upload); the receipt must say so.
+    """
+    expected: dict[str, Any] = {"party": party, "table": table, "sha256": sent.sha256, "bytes": sent.size}
+    if rows is not None:
+        expected["rows"] = rows
     for name, value in expected.items():
         if statement.get(name) != value:
             raise ProtocolError(f"the receipt's {name} is {statement.get(name)!r}, expected {value!r}")

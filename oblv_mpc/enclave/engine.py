@@ -24,11 +24,13 @@ from typing import Any, TypeVar
 import duckdb
 import pyarrow as pa
 
+from oblv_mpc.arrow_ingest import ArrowIngest
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.ingest import Ingest
 from oblv_mpc.manifest import Computation, InputTable, Manifest
 from oblv_mpc.manifest.naming import data_name, quote
+from oblv_mpc.protocol.messages import ARROW
 from oblv_mpc.tables import CsvIngest
 
 # Set before the configuration is locked; nothing can change them afterwards. One thread:
@@ -90,12 +92,15 @@ class Engine:
         for party in manifest.parties:
             self.connection.execute(f"CREATE SCHEMA {quote(party)}")
 
-    def ingest(self, table: InputTable) -> Ingest:
-        """A streaming checker that keeps the typed data of one upload (CSV, today).
+    def ingest(self, table: InputTable, fmt: str) -> Ingest:
+        """A streaming checker that keeps the typed data of one upload, in its format (CSV or Arrow IPC).
 
-        It never touches this engine's connection (its key check has a DuckDB of its own), so it
-        can run outside the session lock; only :meth:`commit` does, under that lock.
+        It never touches this engine's connection (a key check has a DuckDB of its own, or
+        none), so it can run outside the session lock; only :meth:`commit` does, under that lock.
+        The stream that carries an Arrow upload hashes its bytes; its ingest need not.
         """
+        if fmt == ARROW:
+            return ArrowIngest(table, keep=True, limits=self.settings.limits, digest=False)
         return CsvIngest(table, keep=True)
 
     def commit(self, table: InputTable, ingest: Ingest) -> None:

@@ -69,6 +69,7 @@ class InputRecord:
     time_ms: int
     salt: bytes  # in the owner's receipt only
     commitment: str  # what everyone else sees
+    format: str = "csv"  # what the bytes were: csv, or an Arrow IPC stream
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class Session:
         )
         record = InputRecord(
             party, table.qualified, summary.rows, upload.size, upload.sha256, upload.stream_id, self.now_ms(), salt,
-            commitment,
+            commitment, upload.content.format,
         )  # fmt: skip
         replaced = table.qualified in self.inputs
         self.inputs[table.qualified] = record
@@ -239,6 +240,7 @@ class Session:
             commitment=record.commitment,
             upload=record.upload_id.hex(),
             replaced=replaced,
+            format=record.format,
         )
 
     def _missing(self, name: str) -> list[str]:

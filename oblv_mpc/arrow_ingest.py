@@ -1,0 +1,196 @@
+"""Tables that arrive as an Arrow IPC stream, checked as untrusted bytes: :class:`ArrowIngest`.
+
+The client reads its file (CSV or Parquet) with Arrow once and sends record batches
+(:mod:`oblv_mpc.columnar`); the enclave never parses text. Each piece fed holds whole IPC
+messages (:mod:`oblv_mpc.ipc_frames`): the first begins with the schema, the last ends with the
+end-of-stream marker. Every piece is checked on its own, before anything of it is kept:
+
+1. the framing and each message's metadata, read with bounds before Arrow reads them; only a
+   schema (first) and record batches, no dictionaries; a batch's rows and its size once read
+   (a compressed batch's declared size) within the limits before Arrow allocates anything;
+2. the schema: exactly the manifest's columns, in its order, with their Arrow types
+   (:data:`oblv_mpc.ingest.ARROW_TYPES`); each batch is decoded with the manifest's schema;
+3. Arrow's full validation of every batch (offsets, lengths, UTF-8), as Arrow advises for
+   data from untrusted sources;
+4. the manifest's rules, as for CSV: floats finite, key columns non-null, at most ``max_rows``
+   rows, at most ``max_bytes`` bytes sent and held; at the end, at least one row, the end
+   marker, and keys unique across all batches.
+
+The same class checks the client's own stream before it is sent, so a file the client accepts
+is one the enclave accepts. It touches no shared state: the enclave runs it outside its session
+lock. Kept batches are zero-copy views of the received chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+
+from oblv_mpc.errors import InputDataError
+from oblv_mpc.ingest import IngestSummary, arrow_schema
+from oblv_mpc.ipc_frames import RECORD_BATCH, SCHEMA, MalformedIpc, Message, messages
+from oblv_mpc.limits import DEFAULT_LIMITS, Limits
+from oblv_mpc.manifest import ColumnType, InputTable
+
+_SHOWN_CHARS = 40
+
+
+def describe(schema: pa.Schema) -> str:
+    """A schema in one line: ``(id: string, salary: double)``."""
+    return "(" + ", ".join(f"{field.name}: {field.type}" for field in schema) + ")"
+
+
+class ArrowIngest:
+    """Check (and, with ``keep``, keep) one table's Arrow IPC stream, fed whole messages at a time.
+
+    An :class:`oblv_mpc.ingest.Ingest`. ``keep=False`` keeps only the key columns (for the
+    uniqueness check): the client's check of what it is about to send. ``digest=False`` skips
+    hashing the bytes (the summary's ``sha256`` is then empty) where the stream that carries them
+    hashes them already (:class:`oblv_mpc.enclave.streams.Stream`, the client's ``send_stream``).
+    """
+
+    def __init__(self, table: InputTable, *, keep: bool, limits: Limits = DEFAULT_LIMITS, digest: bool = True) -> None:
+        self.table = table
+        self.keep = keep
+        self.limits = limits
+        self.schema = arrow_schema(table)
+        self._kept = [c.name for c in table.columns] if keep else list(table.key)
+        self._batches: list[pa.RecordBatch] = []
+        self._schema_seen = False
+        self._ended = False
+        self._finished = False
+        self._rows = 0
+        self._bytes = 0
+        self._held = 0
+        self._pieces = 0
+        self._hash = hashlib.sha256() if digest else None
+
+    @property
+    def rows(self) -> int:
+        """Rows taken so far."""
+        return self._rows
+
+    def _fail(self, message: str) -> InputDataError:
+        return InputDataError(
+            f"{self.table.qualified}: {message}",
+            hint="fix the file and submit it again; nothing of this upload was kept",
+        )
+
+    def feed(self, data: bytes) -> None:
+        """Take the next piece of the stream: whole IPC messages."""
+        if self._finished or self._ended:
+            raise self._fail("data after the end of the Arrow stream")
+        self._bytes += len(data)
+        if self._bytes > self.table.max_bytes:
+            raise self._fail(f"more than the manifest's max_bytes ({self.table.max_bytes:,} bytes)")
+        if self._hash is not None:
+            self._hash.update(data)
+        self._pieces += 1
+        buffer = pa.py_buffer(data)
+        try:
+            for message in messages(data):
+                self._take(buffer, message)
+        except MalformedIpc as exc:
+            raise self._fail(f"chunk {self._pieces}: not a valid Arrow IPC stream: {exc}") from None
+
+    def _take(self, buffer: pa.Buffer, message: Message | None) -> None:
+        if self._ended:
+            raise self._fail("data after the end of the Arrow stream")
+        if message is None:
+            self._ended = True
+            return
+        if not self._schema_seen:
+            if message.info.kind != SCHEMA:
+                raise self._fail(f"the Arrow stream starts with a {message.info.name}, not its schema")
+            self._check_schema(buffer.slice(message.start, message.size))
+            self._schema_seen = True
+            return
+        if message.info.kind != RECORD_BATCH:
+            raise self._fail(f"the Arrow stream holds a {message.info.name}: only record batches may follow the schema")
+        self._take_batch(buffer, message)
+
+    def _check_schema(self, encoded: pa.Buffer) -> None:
+        try:
+            schema = ipc.read_schema(ipc.read_message(encoded))
+        except (pa.ArrowException, ValueError) as exc:
+            raise self._fail(f"the Arrow stream's schema does not read ({exc})") from None
+        sent = [(field.name, field.type) for field in schema]
+        expected = [(field.name, field.type) for field in self.schema]
+        if sent != expected:
+            raise self._fail(
+                f"the Arrow stream's columns are {describe(schema)}, expected exactly {describe(self.schema)}"
+            )
+
+    def _take_batch(self, buffer: pa.Buffer, message: Message) -> None:
+        info = message.info
+        if self._rows + info.rows > self.table.max_rows:
+            raise self._fail(f"more than the manifest's max_rows ({self.table.max_rows:,} rows)")
+        body = memoryview(buffer)[message.body_start : message.end]
+        size = info.decoded_bytes(body)
+        if size > self.limits.max_batch_bytes:
+            raise self._fail(f"a record batch of {size:,} bytes once read, more than {self.limits.max_batch_bytes:,}")
+        if self._held + size > self.table.max_bytes:
+            raise self._fail(f"more than the manifest's max_bytes ({self.table.max_bytes:,} bytes) once read")
+        try:
+            batch = ipc.read_record_batch(ipc.read_message(buffer.slice(message.start, message.size)), self.schema)
+            batch.validate(full=True)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise self._fail(f"rows from {self._rows + 1}: an invalid record batch ({exc})") from None
+        if batch.num_rows != info.rows:
+            raise self._fail(f"rows from {self._rows + 1}: a record batch whose length is not its metadata's")
+        self._check_values(batch)
+        if self._kept:
+            self._batches.append(batch.select(self._kept))
+        self._rows += batch.num_rows
+        self._held += size
+
+    def _check_values(self, batch: pa.RecordBatch) -> None:
+        for column in self.table.columns:
+            values = batch.column(column.name)
+            if column.type is ColumnType.FLOAT:
+                finite = pc.fill_null(pc.is_finite(values), True)
+                if not pc.all(finite).as_py():
+                    index = pc.index(finite, False).as_py()
+                    raise self._fail(
+                        f"row {self._rows + 1 + index}, column {column.name}: expected a finite float, "
+                        f"found {values[index].as_py()}"
+                    )
+            if column.name in self.table.key and values.null_count:
+                index = pc.index(pc.is_null(values), True).as_py()
+                raise self._fail(f"row {self._rows + 1 + index}, column {column.name}: a key column may not be empty")
+
+    def finish(self) -> IngestSummary:
+        """End of the stream: its end marker, at least one row, unique keys."""
+        self._finished = True
+        if not self._schema_seen:
+            raise self._fail("the Arrow stream is empty: expected its schema and at least one record batch")
+        if not self._ended:
+            raise self._fail("the Arrow stream stops before its end-of-stream marker")
+        if self._rows == 0:
+            raise self._fail("no rows: the Arrow stream has a schema but no data")
+        if self.table.key:
+            self._check_unique_key()
+        return IngestSummary(self._rows, self._bytes, self._hash.hexdigest() if self._hash is not None else "")
+
+    def _check_unique_key(self) -> None:
+        key = list(self.table.key)
+        keys = pa.Table.from_batches(self._batches).select(key)
+        counts = keys.group_by(key).aggregate([([], "count_all")])
+        repeated = counts.filter(pc.greater(counts["count_all"], 1))
+        if repeated.num_rows:
+            first = repeated.slice(0, 1).to_pylist()[0]
+            shown = ", ".join(_shown(first[k]) for k in key)
+            raise self._fail(f"key ({', '.join(key)}) is not unique: {shown} appears {first['count_all']} times")
+
+    def table_data(self) -> pa.Table:
+        """The whole table, typed, in the manifest's column order (``keep=True``, after :meth:`finish`)."""
+        assert self.keep and self._finished
+        return pa.Table.from_batches(self._batches, schema=self.schema)
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."
