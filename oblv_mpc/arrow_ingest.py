@@ -27,11 +27,10 @@ import hashlib
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.ipc as ipc
 
 from oblv_mpc.errors import InputDataError
 from oblv_mpc.ingest import IngestSummary, arrow_schema
-from oblv_mpc.ipc_frames import RECORD_BATCH, SCHEMA, MalformedIpc, Message, messages
+from oblv_mpc.ipc_frames import ChunkReader, MalformedIpc, MessageInfo
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import ColumnType, InputTable
 
@@ -59,8 +58,9 @@ class ArrowIngest:
         self.schema = arrow_schema(table)
         self._kept = [c.name for c in table.columns] if keep else list(table.key)
         self._batches: list[pa.RecordBatch] = []
-        self._schema_seen = False
-        self._ended = False
+        self._reader = ChunkReader(
+            max_batch_bytes=limits.max_batch_bytes, accept_schema=self._accept_schema, admit=self._admit
+        )
         self._finished = False
         self._rows = 0
         self._bytes = 0
@@ -81,7 +81,7 @@ class ArrowIngest:
 
     def feed(self, data: bytes) -> None:
         """Take the next piece of the stream: whole IPC messages."""
-        if self._finished or self._ended:
+        if self._finished or self._reader.ended:
             raise self._fail("data after the end of the Arrow stream")
         self._bytes += len(data)
         if self._bytes > self.table.max_bytes:
@@ -89,63 +89,32 @@ class ArrowIngest:
         if self._hash is not None:
             self._hash.update(data)
         self._pieces += 1
-        buffer = pa.py_buffer(data)
         try:
-            for message in messages(data):
-                self._take(buffer, message)
+            batches = self._reader.read(data)
         except MalformedIpc as exc:
             raise self._fail(f"chunk {self._pieces}: not a valid Arrow IPC stream: {exc}") from None
+        for batch in batches:
+            self._check_values(batch)
+            if self._kept:
+                self._batches.append(batch.select(self._kept))
+            self._rows += batch.num_rows
 
-    def _take(self, buffer: pa.Buffer, message: Message | None) -> None:
-        if self._ended:
-            raise self._fail("data after the end of the Arrow stream")
-        if message is None:
-            self._ended = True
-            return
-        if not self._schema_seen:
-            if message.info.kind != SCHEMA:
-                raise self._fail(f"the Arrow stream starts with a {message.info.name}, not its schema")
-            self._check_schema(buffer.slice(message.start, message.size))
-            self._schema_seen = True
-            return
-        if message.info.kind != RECORD_BATCH:
-            raise self._fail(f"the Arrow stream holds a {message.info.name}: only record batches may follow the schema")
-        self._take_batch(buffer, message)
-
-    def _check_schema(self, encoded: pa.Buffer) -> None:
-        try:
-            schema = ipc.read_schema(ipc.read_message(encoded))
-        except (pa.ArrowException, ValueError) as exc:
-            raise self._fail(f"the Arrow stream's schema does not read ({exc})") from None
+    def _accept_schema(self, schema: pa.Schema) -> pa.Schema:
+        """The stream's columns must be the manifest's; batches are decoded with the manifest's schema."""
         sent = [(field.name, field.type) for field in schema]
-        expected = [(field.name, field.type) for field in self.schema]
-        if sent != expected:
+        if sent != [(field.name, field.type) for field in self.schema]:
             raise self._fail(
                 f"the Arrow stream's columns are {describe(schema)}, expected exactly {describe(self.schema)}"
             )
+        return self.schema
 
-    def _take_batch(self, buffer: pa.Buffer, message: Message) -> None:
-        info = message.info
+    def _admit(self, info: MessageInfo, size: int) -> None:
+        """A batch's rows and size, from its metadata, within the manifest's limits before it is read."""
         if self._rows + info.rows > self.table.max_rows:
             raise self._fail(f"more than the manifest's max_rows ({self.table.max_rows:,} rows)")
-        body = memoryview(buffer)[message.body_start : message.end]
-        size = info.decoded_bytes(body)
-        if size > self.limits.max_batch_bytes:
-            raise self._fail(f"a record batch of {size:,} bytes once read, more than {self.limits.max_batch_bytes:,}")
-        if self._held + size > self.table.max_bytes:
-            raise self._fail(f"more than the manifest's max_bytes ({self.table.max_bytes:,} bytes) once read")
-        try:
-            batch = ipc.read_record_batch(ipc.read_message(buffer.slice(message.start, message.size)), self.schema)
-            batch.validate(full=True)
-        except (pa.ArrowException, ValueError, OSError) as exc:
-            raise self._fail(f"rows from {self._rows + 1}: an invalid record batch ({exc})") from None
-        if batch.num_rows != info.rows:
-            raise self._fail(f"rows from {self._rows + 1}: a record batch whose length is not its metadata's")
-        self._check_values(batch)
-        if self._kept:
-            self._batches.append(batch.select(self._kept))
-        self._rows += batch.num_rows
         self._held += size
+        if self._held > self.table.max_bytes:
+            raise self._fail(f"more than the manifest's max_bytes ({self.table.max_bytes:,} bytes) once read")
 
     def _check_values(self, batch: pa.RecordBatch) -> None:
         for column in self.table.columns:
@@ -165,9 +134,9 @@ class ArrowIngest:
     def finish(self) -> IngestSummary:
         """End of the stream: its end marker, at least one row, unique keys."""
         self._finished = True
-        if not self._schema_seen:
+        if self._reader.schema is None:
             raise self._fail("the Arrow stream is empty: expected its schema and at least one record batch")
-        if not self._ended:
+        if not self._reader.ended:
             raise self._fail("the Arrow stream stops before its end-of-stream marker")
         if self._rows == 0:
             raise self._fail("no rows: the Arrow stream has a schema but no data")

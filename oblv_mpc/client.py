@@ -19,18 +19,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
+import itertools
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import pyarrow as pa
 
-from oblv_mpc import keys
+from oblv_mpc import keys, result_files
 from oblv_mpc.attestation import AttestationPolicy, VerifiedAttestation, verify
 from oblv_mpc.columnar import ColumnarFile
 from oblv_mpc.errors import (
@@ -51,6 +54,7 @@ from oblv_mpc.protocol.answers import (
     ReceiptAnswer,
     Received,
     ResultAnswer,
+    ResultChunkAnswer,
     StatusAnswer,
     TranscriptAnswer,
 )
@@ -72,12 +76,15 @@ from oblv_mpc.protocol.messages import (
 )
 from oblv_mpc.protocol.refusals import plain_hint, sealed_error
 from oblv_mpc.protocol.transcript import Event, verify_chain
+from oblv_mpc.result_files import plain_rows
+from oblv_mpc.result_reader import fetcher, read_stream
 from oblv_mpc.statements import Receipt, Result, read_receipt, read_result
 from oblv_mpc.streaming import Sent, ahead, frames, whole_frames
 
 __all__ = ["Connection", "EnclaveClient", "Receipt", "Result", "Sent", "claims"]
 
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+_PREVIEW_ROWS = 100
 QUOTED_CHARS = 300  # how much of an unauthenticated answer an error quotes
 _DEFAULT_HINT = (
     "only an answer sealed to you and signed by the attested enclave is the enclave's; check the URL, and whether "
@@ -420,8 +427,12 @@ class EnclaveClient:
         """Ask the enclave to run a computation (for its readers); the answer as plain data."""
         return ComputeAnswer.from_cbor(self.call(ComputeRequest(computation))).to_cbor()
 
-    def result(self, computation: str) -> Result:
-        """Fetch, verify and decode a computation's result (:class:`StillRunning` while it is generated)."""
+    def result(self, computation: str, *, rows: bool = True) -> Result:
+        """Fetch, verify and decode a computation's result (:class:`StillRunning` while it is generated).
+
+        A streamed (large) result's rows are fetched into memory too, unless ``rows=False``:
+        then :meth:`save_result` writes them to a file without holding them.
+        """
         answer = ResultAnswer.from_cbor(self.call(ResultRequest(computation)))
         assert self.connection is not None
         if answer.running is not None:
@@ -429,7 +440,48 @@ class EnclaveClient:
         assert answer.result is not None
         signed = answer.result.to_cbor()
         statement = verify_statement(self.connection.signing_key, signed, "result", limits=self.limits)
-        return read_result(statement, signed, self.manifest, computation)
+        result = read_result(statement, signed, self.manifest, computation)
+        if result.stream is None or not rows:
+            return result
+        return dataclasses.replace(result, rows=plain_rows(list(self.stream_batches(result)), result.columns))
+
+    def stream_batches(self, result: Result) -> Iterator[pa.RecordBatch]:
+        """A streamed result's record batches, fetched one chunk ahead, every byte verified
+        (:func:`oblv_mpc.result_reader.read_stream`: it raises at the end if they do not match)."""
+        assert result.stream is not None, "the result is not streamed"
+
+        def fetch(index: int) -> ResultChunkAnswer:
+            return ResultChunkAnswer.from_cbor(self.call(ResultRequest(result.computation, index)))
+
+        return read_stream(result, ahead(fetcher(fetch, result.stream.chunks)), self.limits)
+
+    def save_result(
+        self, result: Result, path: Path, fmt: str, *, progress: Callable[[int], None] | None = None
+    ) -> list[list[Any]]:
+        """Write ``result`` to ``path`` as ``fmt`` (:data:`oblv_mpc.result_files.FORMATS`); return its first rows.
+
+        A streamed result goes straight from its chunks to the file, which appears only once every
+        byte was verified; ``progress`` is told the rows written. At most 100 rows are returned,
+        for a preview.
+        """
+        if result.stream is None:
+            result_files.write(result.columns, result.rows, path, fmt)
+            return result.rows[:_PREVIEW_ROWS]
+        batches = self.stream_batches(result)
+        first = next(batches, None)
+        if first is None:  # unreachable: a streamed result has a schema and rows
+            raise ProtocolError(f"the result of {result.computation} streamed no rows")
+        writer = result_files.BatchWriter(path, fmt, first.schema, result.columns)
+        try:
+            for batch in itertools.chain([first], batches):
+                writer.write(batch)
+                if progress is not None:
+                    progress(batch.num_rows)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+        return plain_rows([first.slice(0, _PREVIEW_ROWS)], result.columns)
 
     def wait_for_result(
         self,
@@ -438,11 +490,12 @@ class EnclaveClient:
         on_progress: Callable[[float, str], None] | None = None,
         poll_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        rows: bool = True,
     ) -> Result:
         """:meth:`result`, asked again every ``poll_s`` seconds while the enclave is generating it."""
         while True:
             try:
-                return self.result(computation)
+                return self.result(computation, rows=rows)
             except StillRunning as running:
                 if on_progress is not None:
                     on_progress(running.progress, running.stage)

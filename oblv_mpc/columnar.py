@@ -21,12 +21,12 @@ from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from oblv_mpc.arrow_ingest import ArrowIngest, describe
 from oblv_mpc.errors import InputDataError
 from oblv_mpc.ingest import IngestSummary, arrow_schema
+from oblv_mpc.ipc_frames import ChunkWriter
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import InputTable
 from oblv_mpc.tables import validate_file
@@ -35,29 +35,6 @@ COMPRESSIONS = ("lz4", "zstd")
 _CSV_BLOCK = 8 * 1024 * 1024  # bytes of CSV per block Arrow parses (in parallel, on every core)
 _PARQUET_MAGIC = b"PAR1"
 _NOTHING_KEPT = "fix the file and submit it again; the enclave keeps nothing of an upload without its last chunk"
-
-
-class _Pieces:
-    """A file-like sink for Arrow's stream writer: what it wrote since the last :meth:`take`."""
-
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes | memoryview) -> int:
-        self._parts.append(bytes(data))
-        return len(data)
-
-    def flush(self) -> None:
-        """Nothing to flush: the bytes wait for :meth:`take`."""
-
-    def close(self) -> None:
-        self.closed = True
-
-    def take(self) -> bytes:
-        data = b"".join(self._parts)
-        self._parts.clear()
-        return data
 
 
 class ColumnarFile:
@@ -90,43 +67,16 @@ class ColumnarFile:
         self.read_bytes = 0
 
     def pieces(self) -> Iterator[bytes]:
-        """The stream's pieces, each checked before it is yielded; the last after the whole table passed.
-
-        A piece is held back until the next one is made, so that the end-of-stream marker travels
-        with the last batch.
-        """
-        sink = _Pieces()
-        writer = ipc.new_stream(sink, self.schema, options=ipc.IpcWriteOptions(compression=self.compression))
-        held = sink.take()  # the schema, sent in front of the first batch
-        self.check.feed(held)
-        for batch in self._sized(self._batches()):
-            writer.write_batch(batch)
-            piece = sink.take()
-            self.check.feed(piece)
-            if held:
-                if self.check.rows > batch.num_rows:  # not the schema alone: a batch ready to go
-                    yield held
-                    held = piece
-                else:
-                    held += piece
-            else:
-                held = piece
-        writer.close()
-        end = sink.take()
-        self.check.feed(end)
+        """The stream's pieces, each checked before it is yielded; the last after the whole table passed."""
+        writer = ChunkWriter(self.schema, self.chunk_bytes, self.compression)
+        for batch in self._batches():
+            for piece in writer.write(batch):
+                self.check.feed(piece)
+                yield piece
+        last = writer.close()
+        self.check.feed(last)
         self.summary = self.check.finish()
-        yield held + end
-
-    def _sized(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Batches cut so that each, as written, fits one chunk (with room for the schema)."""
-        room = max(self.chunk_bytes - 64 * 1024, 1024)
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            per_row = max(batch.nbytes / batch.num_rows, 1.0)
-            rows = max(int(room / per_row), 1)
-            for start in range(0, batch.num_rows, rows):
-                yield batch.slice(start, rows)
+        yield last
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         try:

@@ -3,8 +3,8 @@
 An Arrow IPC stream (the Arrow columnar format, "Encapsulated message format") is a sequence of
 messages, each ``0xFFFFFFFF``, a 32-bit metadata length, a FlatBuffer ``Message`` (padded to 8
 bytes) and a body of ``bodyLength`` bytes, ended by ``0xFFFFFFFF 0x00000000``. Tables and results
-travel as such streams cut at message boundaries: every chunk holds whole messages
-(:func:`messages`), so each chunk is read on its own.
+travel as such streams cut at message boundaries (:class:`ChunkWriter`): every chunk holds whole
+messages (:func:`messages`), so each chunk is read on its own.
 
 Arrow's reader and its full validation are fuzzed against hostile input (OSS-Fuzz), with one
 exception that matters here: a compressed record batch says how large each buffer becomes once
@@ -26,8 +26,11 @@ variadicBufferCounts: [long]}`` with ``Buffer {offset: long, length: long}``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
 
 CONTINUATION = b"\xff\xff\xff\xff"
 END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
@@ -202,3 +205,135 @@ def messages(piece: bytes | memoryview) -> Iterator[Message | None]:
             raise MalformedIpc(f"the message at byte {pos} has a body the chunk does not hold (whole messages only)")
         yield Message(info, pos, body_start, end)
         pos = end
+
+
+class _Sink:
+    """A file-like sink for Arrow's stream writer: what it wrote since the last :meth:`take`."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        """Nothing to flush: the bytes wait for :meth:`take`."""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+class ChunkWriter:
+    """Record batches in, an Arrow IPC stream out, cut into chunks of whole messages.
+
+    Batches are sliced so that each, as written, fits ``chunk_bytes`` (with room for the schema,
+    which goes in front of the first batch). A chunk is held back until the next one exists, so
+    that :meth:`close` can put the end-of-stream marker behind the last batch: ``write`` yields
+    the chunks that are complete, ``close`` returns the last one. ``compression`` (``lz4`` or
+    ``zstd``) is Arrow IPC's buffer compression.
+    """
+
+    def __init__(self, schema: pa.Schema, chunk_bytes: int, compression: str | None = None) -> None:
+        self._sink = _Sink()
+        self._writer = ipc.new_stream(self._sink, schema, options=ipc.IpcWriteOptions(compression=compression))
+        self._room = max(chunk_bytes - 64 * 1024, 1024)
+        self._held = self._sink.take()  # the schema alone, until the first batch joins it
+        self._started = False
+        self.rows = 0
+
+    def write(self, batch: pa.RecordBatch) -> Iterator[bytes]:
+        """Write one batch (any size); yield the chunks it completed."""
+        if not batch.num_rows:
+            return
+        rows = max(int(self._room / max(batch.nbytes / batch.num_rows, 1.0)), 1)
+        for start in range(0, batch.num_rows, rows):
+            piece = batch.slice(start, rows)
+            self._writer.write_batch(piece)
+            self.rows += piece.num_rows
+            written = self._sink.take()
+            if self._started:
+                yield self._held
+                self._held = written
+            else:  # the first batch goes with the schema
+                self._held += written
+                self._started = True
+
+    def close(self) -> bytes:
+        """The last chunk: the last batch (or the schema alone) and the end-of-stream marker."""
+        self._writer.close()
+        return self._held + self._sink.take()
+
+
+class ChunkReader:
+    """An Arrow IPC stream read chunk by chunk, each chunk whole messages: a schema first, then
+    record batches, then the end marker; nothing else, and nothing after the marker.
+
+    ``accept_schema`` judges the stream's schema and returns the one to decode batches with
+    (raising to refuse it). ``admit(info, decoded_bytes)`` may refuse a batch from its metadata
+    before Arrow reads it; any batch whose buffers would take more than ``max_batch_bytes`` once
+    read (a compressed batch's declared sizes) is refused first. Every batch read passes Arrow's
+    full validation. Raises :class:`MalformedIpc` for what breaks the format.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_batch_bytes: int,
+        accept_schema: Callable[[pa.Schema], pa.Schema],
+        admit: Callable[[MessageInfo, int], None] | None = None,
+    ) -> None:
+        self._max_batch_bytes = max_batch_bytes
+        self._accept_schema = accept_schema
+        self._admit = admit
+        self.schema: pa.Schema | None = None
+        self.ended = False
+
+    def read(self, chunk: bytes) -> list[pa.RecordBatch]:
+        """The record batches of the next chunk, validated."""
+        buffer = pa.py_buffer(chunk)
+        batches = []
+        for message in messages(chunk):
+            if self.ended:
+                raise MalformedIpc("data after the end of the stream")
+            if message is None:
+                self.ended = True
+            elif self.schema is None:
+                self._read_schema(buffer, message)
+            elif message.info.kind != RECORD_BATCH:
+                raise MalformedIpc(f"the stream holds a {message.info.name}: only record batches may follow its schema")
+            else:
+                batches.append(self._read_batch(buffer, message))
+        return batches
+
+    def _read_schema(self, buffer: pa.Buffer, message: Message) -> None:
+        if message.info.kind != SCHEMA:
+            raise MalformedIpc(f"the stream starts with a {message.info.name}, not its schema")
+        try:
+            schema = ipc.read_schema(ipc.read_message(buffer.slice(message.start, message.size)))
+        except (pa.ArrowException, ValueError) as exc:
+            raise MalformedIpc(f"its schema does not read ({exc})") from None
+        self.schema = self._accept_schema(schema)
+
+    def _read_batch(self, buffer: pa.Buffer, message: Message) -> pa.RecordBatch:
+        assert self.schema is not None
+        info = message.info
+        size = info.decoded_bytes(memoryview(buffer)[message.body_start : message.end])
+        if size > self._max_batch_bytes:
+            raise MalformedIpc(f"a record batch of {size:,} bytes once read, more than {self._max_batch_bytes:,}")
+        if self._admit is not None:
+            self._admit(info, size)
+        try:
+            batch = ipc.read_record_batch(ipc.read_message(buffer.slice(message.start, message.size)), self.schema)
+            batch.validate(full=True)
+        except (pa.ArrowException, ValueError, OSError) as exc:
+            raise MalformedIpc(f"an invalid record batch ({exc})") from None
+        if batch.num_rows != info.rows:
+            raise MalformedIpc("a record batch whose length is not its metadata's")
+        return batch

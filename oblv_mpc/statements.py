@@ -14,6 +14,7 @@ from typing import Any
 
 from oblv_mpc.errors import ProtocolError
 from oblv_mpc.manifest import Manifest
+from oblv_mpc.protocol._fields import Fields, malformed
 from oblv_mpc.protocol.commitment import commit
 from oblv_mpc.protocol.messages import Digest
 
@@ -35,8 +36,23 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class StreamInfo:
+    """What a result statement says of a streamed result: its chunks' SHA-256 and size, how many
+    chunks, how many rows (docs/protocol.md, "Results")."""
+
+    sha256: str
+    size: int
+    chunks: int
+    rows: int
+
+
+@dataclass(frozen=True)
 class Result:
-    """A computation's result, with the enclave's signature over it."""
+    """A computation's result, with the enclave's signature over it.
+
+    A large result is streamed (``stream`` set): its ``rows`` are those fetched into memory
+    (``EnclaveClient.result``), or none when it was written straight to a file.
+    """
 
     computation: str
     columns: list[tuple[str, str]]
@@ -46,6 +62,12 @@ class Result:
     inputs: dict[str, str]
     statement: dict[str, Any]
     signed: dict[str, bytes]
+    stream: StreamInfo | None = None
+
+    @property
+    def row_count(self) -> int:
+        """How many rows the result has, fetched or not."""
+        return self.stream.rows if self.stream is not None else len(self.rows)
 
 
 def read_receipt(
@@ -100,13 +122,28 @@ def read_result(statement: dict[str, Any], signed: dict[str, bytes], manifest: M
     if statement.get("computation") != computation or statement.get("manifest") != manifest.hash:
         raise ProtocolError("the result is for another computation or session")
     suppressed = statement.get("suppressed_groups")
+    stream = _stream_info(statement.get("stream"))
     return Result(
         computation=computation,
         columns=[(str(n), str(t)) for n, t in statement["columns"]],
-        rows=statement["rows"],
+        rows=statement["rows"] if stream is None else [],
         suppressed_groups=None if suppressed is None else int(suppressed),
         rules=dict(statement["rules"]),
         inputs=dict(statement["inputs"]),
         statement=statement,
         signed=signed,
+        stream=stream,
     )
+
+
+def _stream_info(value: Any) -> StreamInfo | None:
+    """The statement's ``stream``, checked: an Arrow stream's digest, size, chunk count and rows."""
+    if value is None:
+        return None
+    fields = Fields(value, "the result's stream", malformed)
+    if fields.text("format") != "arrow":
+        raise ProtocolError("the result is streamed in a format this client does not read")
+    sha256 = fields.text("sha256")
+    if len(sha256) != 64:
+        raise ProtocolError("the result's stream digest is not a SHA-256")
+    return StreamInfo(sha256, fields.count("bytes"), fields.count("chunks"), fields.count("rows"))

@@ -14,23 +14,24 @@ may quote values from the data.
 
 from __future__ import annotations
 
-import datetime as dt
-import decimal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from oblv_mpc.arrow_ingest import ArrowIngest
 from oblv_mpc.enclave import privacy
+from oblv_mpc.enclave.result_stream import ResultBuilder, StreamedResult
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.ingest import Ingest
 from oblv_mpc.manifest import Computation, InputTable, Manifest
-from oblv_mpc.manifest.naming import data_name, quote
+from oblv_mpc.manifest.naming import data_name, is_helper, quote
 from oblv_mpc.protocol.messages import ARROW
+from oblv_mpc.result_files import plain_rows
 from oblv_mpc.tables import CsvIngest
 
 # Set before the configuration is locked; nothing can change them afterwards. One thread:
@@ -47,6 +48,7 @@ _LOCKED_CONFIG = {
 
 
 _T = TypeVar("_T")
+_BATCH_ROWS = 1 << 20  # rows per record batch read from DuckDB
 
 
 class RunFailed(Exception):
@@ -60,23 +62,28 @@ class RunFailed(Exception):
 
 @dataclass(frozen=True)
 class Output:
-    """A computation's output after release rules (``suppressed_groups`` None: not disclosed)."""
+    """A computation's output after release rules (``suppressed_groups`` None: not disclosed):
+    its rows inline, or (a large result) ``stream`` and no rows."""
 
     columns: list[tuple[str, str]]
     rows: list[list[Any]]
     suppressed_groups: int | None
     dp: dict[str, Any] | None = None  # what the differentially private release applied
+    stream: StreamedResult | None = None
+
+    @property
+    def row_count(self) -> int:
+        """Rows released, inline or streamed."""
+        return self.stream.rows if self.stream is not None else len(self.rows)
 
 
-def _sort_key(row: list[Any]) -> tuple[Any, ...]:
-    return tuple((value is None, str(type(value)), value if value is not None else 0) for value in row)
-
-
-def _plain(value: Any) -> Any:
-    """Result values as CBOR-friendly plain data (dates and decimals as text)."""
-    if isinstance(value, dt.datetime | dt.date | dt.time | decimal.Decimal):
-        return value.isoformat() if not isinstance(value, decimal.Decimal) else str(value)
-    return value
+def _sorted(table: pa.Table) -> pa.Table:
+    """Rows in ascending order of every column in turn, nulls last (by position: names may repeat)."""
+    keys = [(f"c{i}", "ascending") for i, field in enumerate(table.schema) if not pa.types.is_null(field.type)]
+    if not keys or table.num_rows < 2:
+        return table
+    renamed = table.rename_columns([f"c{i}" for i in range(table.num_columns)])
+    return table.take(pc.sort_indices(renamed, sort_keys=keys, null_placement="at_end"))
 
 
 class Engine:
@@ -111,16 +118,15 @@ class Engine:
             f"CREATE OR REPLACE VIEW {quote(table.party)}.{quote(table.table)} AS SELECT * FROM {quote(name)}"
         )
 
-    def _query(self, sql: str) -> tuple[list[tuple[str, str]], list[list[Any]]]:
-        """Run ``sql`` within the time and memory limits; its columns and plain rows."""
-
-        def run() -> tuple[list[tuple[str, str]], list[list[Any]]]:
-            relation = self.connection.execute(sql)
-            description = relation.description or []
-            rows = [[_plain(v) for v in row] for row in relation.fetchall()]
-            return [(str(d[0]), str(d[1])) for d in description], rows
-
-        return self._limited(run)
+    def _read(self, sql: str, ordered: bool) -> tuple[list[tuple[str, str]], Iterator[pa.RecordBatch]]:
+        """``sql``'s columns (name, DuckDB type) and its rows as record batches, read as they come
+        when the SQL orders them, else sorted (:func:`_sorted`), so that DuckDB's plan never
+        changes the order. Call within :meth:`_limited`."""
+        relation = self.connection.sql(sql)
+        columns = [(str(name), str(kind)) for name, kind in zip(relation.columns, relation.types, strict=True)]
+        if ordered:
+            return columns, iter(relation.to_arrow_reader(_BATCH_ROWS))
+        return columns, iter(_sorted(relation.to_arrow_table()).to_batches(_BATCH_ROWS))
 
     def pooled(self, computation: Computation) -> pa.Table:
         """The rows a synthetic release is made from (its ``run_sql``: the union, with each row's unit), as Arrow."""
@@ -152,19 +158,45 @@ class Engine:
             timer.cancel()
 
     def run(self, computation: Computation, *, noise: privacy.Noise = privacy.laplace) -> Output:
-        """Run the computation within its limits, then apply its release rules.
+        """Run the computation within its limits, then apply its release rules, batch by batch.
 
         Rows of SQL without ORDER BY are sorted, so a result without noise is the same, byte
-        for byte, however DuckDB scheduled the query. Raises :class:`RunFailed`, or
+        for byte, however DuckDB scheduled the query. A result of more than
+        ``Limits.max_inline_result_cells`` cells comes out as an Arrow IPC stream
+        (:mod:`oblv_mpc.enclave.result_stream`). Raises :class:`RunFailed`, or
         ``oblv_mpc.manifest.rules.Withheld`` when a rule withholds the whole result.
         """
         if computation.synthetic is not None:  # its rows never leave as they are: see pooled()
             raise RuntimeError(f"{computation.name} is a synthetic release, made by oblv_mpc.synthetic")
-        columns, rows = self._query(computation.run_sql or computation.sql)
-        if not computation.ordered:
-            rows.sort(key=_sort_key)
+        sql = computation.run_sql or computation.sql
         if computation.dp is not None:
+
+            def statistics() -> tuple[list[tuple[str, str]], list[list[Any]]]:
+                columns, batches = self._read(sql, computation.ordered)
+                return columns, plain_rows(list(batches), columns)
+
+            columns, rows = self._limited(statistics)
             columns, rows, applied = privacy.release(computation, columns, rows, noise)
             return Output(columns, rows, 0, applied)
-        released = computation.policy.apply(columns, rows)
-        return Output(released.columns, released.rows, released.suppressed)
+        limits = self.settings.limits
+        policy = computation.policy
+
+        def release() -> tuple[list[tuple[str, str]], list[list[Any]] | StreamedResult, int]:
+            columns, batches = self._read(sql, computation.ordered)
+            kept = [column for column in columns if not is_helper(column[0])]
+            builder = ResultBuilder(
+                kept,
+                inline_cells=limits.max_inline_result_cells,
+                chunk_bytes=min(limits.result_chunk_bytes, limits.max_chunk_bytes),
+            )
+            suppressed = 0
+            for batch in batches:
+                released = policy.apply(columns, batch, builder.rows)
+                suppressed += released.suppressed
+                builder.add(released.batch)
+            return kept, builder.finish(), suppressed
+
+        columns, out, suppressed = self._limited(release)
+        if isinstance(out, StreamedResult):
+            return Output(columns, [], policy.disclosed(suppressed), stream=out)
+        return Output(columns, out, policy.disclosed(suppressed))

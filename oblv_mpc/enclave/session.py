@@ -27,6 +27,7 @@ from typing import Any
 from oblv_mpc import keys
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.engine import Engine, RunFailed
+from oblv_mpc.enclave.result_stream import StreamedResult
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.enclave.synthesis import Start, Synthesis, on_thread
 from oblv_mpc.enclave.uploads import Upload, Uploads
@@ -42,6 +43,7 @@ from oblv_mpc.protocol.answers import (
     ReceiptAnswer,
     Received,
     ResultAnswer,
+    ResultChunkAnswer,
     SignedStatement,
     StatusAnswer,
     TranscriptAnswer,
@@ -74,11 +76,12 @@ class InputRecord:
 
 @dataclass(frozen=True)
 class ResultRecord:
-    """A computation that ran: its signed result statement."""
+    """A computation that ran: its signed result statement, and its chunks when it is streamed."""
 
     signed: SignedStatement
     rows: int
     suppressed_groups: int | None  # None: not disclosed
+    stream: StreamedResult | None = None
 
 
 # Refusal codes that are a computation's outcome (data-dependent): told to its readers only.
@@ -329,16 +332,18 @@ class Session:
             return Refusal("withheld", f"{name}: {exc.reason}")
         except RunFailed as exc:
             return Refusal(exc.code, f"{name}: {exc.reason}")
+        stream = output.stream
         signed = self._statement(
             "result",
             computation=name,
             columns=[list(c) for c in output.columns],
-            rows=output.rows,
+            rows=output.rows if stream is None else None,  # a streamed result: its chunks, bound by `stream`
             suppressed_groups=output.suppressed_groups,
             rules={**computation.rules, "dp": output.dp},
             inputs=inputs,
+            **({"stream": stream.describe()} if stream is not None else {}),
         )
-        return ResultRecord(signed, len(output.rows), output.suppressed_groups)
+        return ResultRecord(signed, output.row_count, output.suppressed_groups, stream)
 
     def _spend(self, name: str, epsilon: float) -> None:
         """Draw on the session's privacy budget, or refuse to overspend it."""
@@ -419,11 +424,14 @@ class Session:
             record = self._run(name)
             return ComputeAnswer(name, record.rows, record.suppressed_groups)
 
-    def result(self, party: str, request: ResultRequest) -> ResultAnswer:
-        """A computation's signed result, for its readers only (runs it on first fetch)."""
+    def result(self, party: str, request: ResultRequest) -> ResultAnswer | ResultChunkAnswer:
+        """A computation's signed result, for its readers only (runs it on first fetch); or, with
+        ``chunk``, that chunk of a streamed result whose statement was fetched."""
         name = request.computation
         with self._lock:
             self._check_reader(party, name)
+            if request.chunk is not None:
+                return self._chunk(name, request.chunk)
             if self.manifest.computations[name].synthetic is not None:
                 running = self._synthetic_running(name)
                 if running is not None:  # asked again until it ends: no fetch event each time
@@ -432,6 +440,17 @@ class Session:
                 self.results[name] = self._attempt(name)
             self._record("fetch", {"computation": name, "party": party})  # released or refused alike
             return ResultAnswer(self._run(name).signed)
+
+    def _chunk(self, name: str, index: int) -> ResultChunkAnswer:
+        """Chunk ``index`` of a streamed result (lock held; sealing it is the channel's, outside)."""
+        if name not in self.results:
+            raise EnclaveRefused("bad_request", f"{name} has no result yet: fetch its signed statement first")
+        stream = self._run(name).stream
+        if stream is None:
+            raise EnclaveRefused("bad_request", f"{name}'s result is not streamed: its statement holds every row")
+        if index >= len(stream.chunks):
+            raise EnclaveRefused("bad_request", f"{name}'s result has {len(stream.chunks)} chunks, no chunk {index}")
+        return ResultChunkAnswer(name, index, index == len(stream.chunks) - 1, stream.chunks[index])
 
     def transcript(self, party: str) -> TranscriptAnswer:
         """Every event so far, and the signed head."""

@@ -268,9 +268,11 @@ class ComputeRequest:
 
 @dataclass(frozen=True)
 class ResultRequest:
-    """Fetch a computation's signed result (its readers only)."""
+    """Fetch a computation's signed result (its readers only); with ``chunk``, that chunk of a
+    streamed result instead (docs/protocol.md, "Results")."""
 
     computation: str
+    chunk: int | None = None
 
     @property
     def op(self) -> str:
@@ -279,12 +281,16 @@ class ResultRequest:
 
     def to_cbor(self) -> dict[str, Any]:
         """This object as plain data for CBOR."""
-        return {"computation": self.computation}
+        body: dict[str, Any] = {"computation": self.computation}
+        if self.chunk is not None:
+            body["chunk"] = self.chunk
+        return body
 
     @classmethod
     def from_cbor(cls, value: Any, limits: Limits) -> ResultRequest:
-        """Parse ``{computation}``."""
-        return cls(Fields(value, "a result request", refuse).text("computation"))
+        """Parse ``{computation, chunk?}``."""
+        fields = Fields(value, "a result request", refuse)
+        return cls(fields.text("computation"), fields.optional_count("chunk"))
 
 
 RequestBody = UploadChunk | HttpChunk | StatusRequest | TranscriptRequest | ComputeRequest | ResultRequest
