@@ -30,7 +30,7 @@ from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.ingest import Ingest
 from oblv_mpc.manifest import Computation, InputTable, Manifest
 from oblv_mpc.manifest.naming import data_name, is_helper, quote
-from oblv_mpc.protocol.messages import ARROW
+from oblv_mpc.protocol.messages import ARROW, CSV
 from oblv_mpc.result_files import plain_rows
 from oblv_mpc.tables import CsvIngest
 
@@ -79,11 +79,11 @@ class Output:
 
 def _sorted(table: pa.Table) -> pa.Table:
     """Rows in ascending order of every column in turn, nulls last (by position: names may repeat)."""
-    keys = [(f"c{i}", "ascending") for i, field in enumerate(table.schema) if not pa.types.is_null(field.type)]
+    keys = [(f"c{i}", "ascending", "at_end") for i, field in enumerate(table.schema) if not pa.types.is_null(field.type)]
     if not keys or table.num_rows < 2:
         return table
     renamed = table.rename_columns([f"c{i}" for i in range(table.num_columns)])
-    return table.take(pc.sort_indices(renamed, sort_keys=keys, null_placement="at_end"))
+    return table.take(pc.sort_indices(renamed, sort_keys=keys))
 
 
 class Engine:
@@ -99,7 +99,7 @@ class Engine:
         for party in manifest.parties:
             self.connection.execute(f"CREATE SCHEMA {quote(party)}")
 
-    def ingest(self, table: InputTable, fmt: str) -> Ingest:
+    def ingest(self, table: InputTable, fmt: str = CSV) -> Ingest:
         """A streaming checker that keeps the typed data of one upload, in its format (CSV or Arrow IPC).
 
         It never touches this engine's connection (a key check has a DuckDB of its own, or
