@@ -309,8 +309,8 @@ def _describe_rules(c: Computation) -> list[str]:
     """What the enclave enforces on this computation's result, in plain words."""
     lines = list(c.policy.describe())
     if c.dp:
-        bounds = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in c.dp["bounds"].items())
-        lines.append(f"differential privacy: Laplace, epsilon {c.dp['epsilon']:g}" + (f", {bounds}" if bounds else ""))
+        bounds = ", ".join(f"{k} in [{lo:g}, {hi:g}]" for k, (lo, hi) in c.dp.bounds.items())
+        lines.append(f"differential privacy: Laplace, epsilon {c.dp.epsilon:g}" + (f", {bounds}" if bounds else ""))
     if c.synthetic:
         lines += c.synthetic.describe()
     return lines

@@ -79,7 +79,9 @@ class Output:
 
 def _sorted(table: pa.Table) -> pa.Table:
     """Rows in ascending order of every column in turn, nulls last (by position: names may repeat)."""
-    keys = [(f"c{i}", "ascending", "at_end") for i, field in enumerate(table.schema) if not pa.types.is_null(field.type)]
+    keys = [
+        (f"c{i}", "ascending", "at_end") for i, field in enumerate(table.schema) if not pa.types.is_null(field.type)
+    ]
     if not keys or table.num_rows < 2:
         return table
     renamed = table.rename_columns([f"c{i}" for i in range(table.num_columns)])

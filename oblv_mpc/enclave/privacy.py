@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from oblv_mpc.manifest import Computation
+from oblv_mpc.manifest.specs import GroupedParams
 from oblv_mpc.manifest.templates import COUNT_SUFFIX, GROUP_SIZE_COLUMN, SUM_SUFFIX
 
 Noise = Callable[[float, float], float]  # (value, scale) -> noisy value
@@ -65,10 +66,11 @@ class Statistic:
 def plan(computation: Computation) -> list[Statistic]:
     """The statistics the release adds noise to, each with its share of epsilon."""
     assert computation.dp is not None
-    bounds = computation.dp["bounds"]
+    assert isinstance(computation.params, GroupedParams)
+    bounds = computation.dp.bounds
     statistics: list[tuple[str, float]] = []
-    for out, spec in computation.params["aggregates"].items():
-        ((function, column),) = spec.items()
+    for out, aggregate in computation.params.aggregates.items():
+        function, column = aggregate.function, aggregate.column
         if function == "count":
             statistics.append((out, 1.0))
             continue
@@ -79,7 +81,7 @@ def plan(computation: Computation) -> list[Statistic]:
         else:
             statistics += [(out + SUM_SUFFIX, sensitivity), (out + COUNT_SUFFIX, 1.0)]
     statistics.append((GROUP_SIZE_COLUMN, 1.0))
-    share = computation.dp["epsilon"] / len(statistics)
+    share = computation.dp.epsilon / len(statistics)
     plans = [Statistic(column, sensitivity, sensitivity / share) for column, sensitivity in statistics]
     for statistic in plans:
         # OpenDP's own accounting must agree with the share (up to its conservative rounding).
@@ -99,13 +101,14 @@ def release(
     """Noisy statistics, derived means, helper columns dropped; and what was applied."""
     statistics = plan(computation)
     index = {name: i for i, (name, _) in enumerate(columns)}
-    group_by: list[str] = computation.params["group_by"]
+    assert isinstance(computation.params, GroupedParams)
+    group_by = computation.params.group_by
     noisy_rows = []
     for row in rows:
         noisy = {s.column: noise(float(row[index[s.column]] or 0), s.scale) for s in statistics}
         out: list[Any] = [row[index[g]] for g in group_by]
-        for name, spec in computation.params["aggregates"].items():
-            function = next(iter(spec))
+        for name, aggregate in computation.params.aggregates.items():
+            function = aggregate.function
             if function == "avg":
                 out.append(noisy[name + SUM_SUFFIX] / max(noisy[name + COUNT_SUFFIX], 1.0))
             elif function == "count":
@@ -114,14 +117,14 @@ def release(
                 out.append(noisy[name])
         out.append(max(round(noisy[GROUP_SIZE_COLUMN]), 0))
         noisy_rows.append(out)
-    kinds = {name: next(iter(spec)) for name, spec in computation.params["aggregates"].items()}
+    kinds = {name: aggregate.function for name, aggregate in computation.params.aggregates.items()}
     released = [(g, dict(columns)[g]) for g in group_by]
     released += [(name, "BIGINT" if kind == "count" else "DOUBLE") for name, kind in kinds.items()]
     released.append((GROUP_SIZE_COLUMN, "BIGINT"))
     assert computation.dp is not None
     applied = {
         "mechanism": "laplace (OpenDP)",
-        "epsilon": computation.dp["epsilon"],
+        "epsilon": computation.dp.epsilon,
         "charged_epsilon": cost(computation),
         "scales": {s.column: s.scale for s in statistics},
     }

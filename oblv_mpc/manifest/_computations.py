@@ -17,6 +17,7 @@ from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import Computation, InputTable, Party, Role
 from oblv_mpc.manifest.naming import unit_count_column
 from oblv_mpc.manifest.rules import MaxOutputRows, MinDistinctUnits, ReleasePolicy
+from oblv_mpc.manifest.specs import DpSpec
 
 _COMPUTATION = {"description", "template", "params", "sql", "readers", "max_output_rows", "dp", "synthetic"}
 _DP = {"epsilon", "delta", "bounds", "groups"}
@@ -125,7 +126,7 @@ def _computation(
     if template is None:
         tree = info.tree
         generated = templates.Generated(
-            {},
+            None,
             generated.sql,
             info.inputs,
             shape.analyse(tree, info.inputs, tables),
@@ -215,7 +216,7 @@ def _synthetic_computation(
     return Computation(
         name=name,
         template=None,
-        params={},
+        params=None,
         sql=agreed,
         inputs=spec.inputs,
         readers=readers,
@@ -230,7 +231,7 @@ def _generate(
     template: Any,
     sql: Any,
     body: Mapping[str, Any],
-    dp: dict[str, Any] | None,
+    dp: DpSpec | None,
     path: str,
     tables: Mapping[str, InputTable],
     problems: Problems,
@@ -244,7 +245,7 @@ def _generate(
         if not isinstance(sql, str) or not sql.strip():
             problems.expected(f"{path}.sql", "a SELECT statement", sql)
             return None
-        return templates.Generated({}, sql.strip(), (), usage.Usage(usage.Shape.OPAQUE, []))
+        return templates.Generated(None, sql.strip(), (), usage.Usage(usage.Shape.OPAQUE, []))
     if not isinstance(template, str) or template not in templates.TEMPLATES:
         problems.expected(f"{path}.template", f"one of {', '.join(templates.TEMPLATES)}", template)
         return None
@@ -262,7 +263,7 @@ def _generate(
     return templates.dp_aggregate(params, dp, f"{path}.params", tables, problems)
 
 
-def _dp(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
+def _dp(raw: Any, path: str, problems: Problems) -> DpSpec | None:
     """``dp: {epsilon, delta, bounds, groups}`` in normalized form (checked against params later)."""
     if not isinstance(raw, dict):
         problems.expected(path, "a mapping with epsilon, bounds and groups", raw)
@@ -296,16 +297,15 @@ def _dp(raw: Any, path: str, problems: Problems) -> dict[str, Any] | None:
                     "averaged away",
                 )
             seen.add(marker)
-    return {
-        "epsilon": float(epsilon) if _fields.number(epsilon) else 0.0,
-        "delta": 0,
-        "bounds": {str(k): [float(v[0]), float(v[1])] for k, v in sorted(bounds.items())},
-        "groups": {str(k): list(v) for k, v in sorted(groups.items())},
-    }
+    return DpSpec(
+        epsilon=float(epsilon) if _fields.number(epsilon) else 0.0,
+        bounds={str(k): (float(v[0]), float(v[1])) for k, v in sorted(bounds.items())},
+        groups={str(k): tuple(v) for k, v in sorted(groups.items())},
+    )
 
 
 def _dp_fits(
-    dp: dict[str, Any], params: dict[str, Any], tables: Mapping[str, InputTable], path: str, problems: Problems
+    dp: DpSpec, params: dict[str, Any], tables: Mapping[str, InputTable], path: str, problems: Problems
 ) -> bool:
     """Bounds for every summed column, and the public values of every group column, typed right."""
     before = len(problems.items)
@@ -317,14 +317,14 @@ def _dp_fits(
         if isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in ("sum", "avg")
     }
     for column in sorted(summed):
-        if column not in dp["bounds"]:
+        if column not in dp.bounds:
             problems.add(f"{path}.bounds", f"needs [low, high] for {column!r}, whose sum or mean is released")
-    for column in sorted(set(dp["bounds"]) - summed):
+    for column in sorted(set(dp.bounds) - summed):
         problems.add(f"{path}.bounds.{column}", "bounds a column that no sum or mean uses")
     group_by = params.get("group_by", [])
     group_by = [group_by] if isinstance(group_by, str) else group_by if isinstance(group_by, list) else []
     for column in group_by:
-        values = dp["groups"].get(column)
+        values = dp.groups.get(column)
         if values is None:
             problems.add(f"{path}.groups", f"needs the public list of values of group column {column!r}")
             continue
@@ -340,7 +340,7 @@ def _dp_fits(
                     f"{path}.groups.{column}",
                     f"{value!r} is not a {declared.type.value} value (only text, integer and boolean groups)",
                 )
-    for column in sorted(set(dp["groups"]) - set(group_by)):
+    for column in sorted(set(dp.groups) - set(group_by)):
         problems.add(f"{path}.groups.{column}", "lists values of a column that is not grouped by")
     return len(problems.items) == before
 

@@ -13,6 +13,7 @@ import cbor2
 
 from oblv_mpc import keys
 from oblv_mpc.manifest.rules import ReleasePolicy
+from oblv_mpc.manifest.specs import DpSpec, TemplateParams
 
 SCHEMA_VERSION = 1
 
@@ -281,13 +282,13 @@ class Computation:
 
     name: str
     template: str | None  # None for a `sql:` computation
-    params: Mapping[str, Any]
+    params: TemplateParams | None  # None for a `sql:` computation (or a synthetic release)
     sql: str  # what every party agreed to (part of the hash)
     inputs: tuple[str, ...]  # qualified names of the tables it reads
     readers: tuple[str, ...]
     description: str = ""
     max_output_rows: int | None = None
-    dp: Mapping[str, Any] | None = None  # {epsilon, delta, bounds, groups}, normalized
+    dp: DpSpec | None = None  # a differentially private aggregate's release parameters
     columns: tuple[tuple[str, str], ...] = ()  # output columns of the SQL, as DuckDB binds them
     ordered: bool = True  # whether the SQL orders its rows (else the enclave sorts them)
     run_sql: str = ""  # ``sql`` plus the enclave's own helper columns (per-owner unit counts)
@@ -297,7 +298,7 @@ class Computation:
     @property
     def rules(self) -> dict[str, Any]:
         """The release rules, as attached to every signed result."""
-        rules = {**self.policy.canonical(), "dp": _plain(self.dp) if self.dp else None}
+        rules = {**self.policy.canonical(), "dp": self.dp.canonical() if self.dp else None}
         if self.synthetic is not None:
             rules["synthetic"] = self.synthetic.canonical()
         return rules
@@ -307,7 +308,7 @@ class Computation:
         """What the computation asks of the session's privacy budget (0: none)."""
         if self.synthetic is not None:
             return self.synthetic.epsilon
-        return float(self.dp["epsilon"]) if self.dp is not None else 0.0
+        return self.dp.epsilon if self.dp is not None else 0.0
 
 
 @dataclass(frozen=True)
@@ -348,12 +349,12 @@ class Manifest:
                 c.name: {
                     "description": c.description,
                     "template": c.template,
-                    "params": _plain(c.params),
+                    "params": c.params.canonical() if c.params is not None else {},
                     "sql": c.sql,
                     "inputs": list(c.inputs),
                     "readers": sorted(c.readers),
                     "max_output_rows": c.max_output_rows,
-                    "dp": _plain(c.dp) if c.dp else None,
+                    "dp": c.dp.canonical() if c.dp else None,
                     # Only when present, so that the hash of every other manifest stays as it was.
                     **({"synthetic": c.synthetic.canonical()} if c.synthetic else {}),
                 }

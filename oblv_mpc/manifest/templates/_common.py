@@ -8,6 +8,7 @@ from typing import Any
 
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import ColumnType, InputTable
+from oblv_mpc.manifest.specs import TemplateParams
 from oblv_mpc.manifest.usage import UnitCount, Usage
 
 GROUP_SIZE_COLUMN = "group_size"
@@ -22,7 +23,7 @@ class Generated:
     release has no groups to count (a list, or differential privacy).
     """
 
-    params: dict[str, Any]
+    params: TemplateParams | None  # None: a written ``sql:`` computation has no template parameters
     sql: str
     inputs: tuple[str, ...]
     usage: Usage

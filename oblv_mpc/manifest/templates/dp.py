@@ -13,6 +13,7 @@ from typing import Any
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import ColumnType, InputTable
 from oblv_mpc.manifest.naming import quote, table_ref
+from oblv_mpc.manifest.specs import DpSpec, GroupedParams
 from oblv_mpc.manifest.templates._common import GROUP_SIZE_COLUMN, Generated
 from oblv_mpc.manifest.templates.grouped import grouped
 from oblv_mpc.manifest.usage import Shape, Usage
@@ -34,21 +35,22 @@ def literal(value: Any, column_type: ColumnType) -> str:
 
 
 def dp_aggregate(
-    params: Mapping[str, Any], dp: Mapping[str, Any], path: str, tables: Mapping[str, InputTable], problems: Problems
+    params: Mapping[str, Any], dp: DpSpec, path: str, tables: Mapping[str, InputTable], problems: Problems
 ) -> Generated | None:
     """The raw statistics of a differentially private ``aggregate``, as exact SQL."""
     generated = grouped(params, path, tables, problems, join=False)
     if generated is None:
         return None
+    assert isinstance(generated.params, GroupedParams)
     inputs = [tables[name] for name in generated.inputs]
-    group_by: list[str] = generated.params["group_by"]
-    aggregates: dict[str, dict[str, str]] = generated.params["aggregates"]
-    bounds, groups = dp["bounds"], dp["groups"]
+    group_by = list(generated.params.group_by)
+    aggregates = generated.params.aggregates
+    bounds, groups = dp.bounds, dp.groups
     selects: list[str] = []
     outer: list[str] = []
     used: list[str] = list(group_by)
-    for out, spec in aggregates.items():
-        ((function, column),) = spec.items()
+    for out, aggregate in aggregates.items():
+        function, column = aggregate.function, aggregate.column
         if function not in DP_FUNCTIONS:
             problems.add(
                 f"{path}.aggregates.{out}",

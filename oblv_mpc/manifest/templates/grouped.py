@@ -15,6 +15,7 @@ from typing import Any
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import AGGREGATE_FUNCTIONS, ColumnType, InputTable
 from oblv_mpc.manifest.naming import HELPER_PREFIX, quote, table_ref
+from oblv_mpc.manifest.specs import Aggregate, GroupedParams
 from oblv_mpc.manifest.templates._common import (
     GROUP_SIZE_COLUMN,
     Generated,
@@ -163,13 +164,12 @@ def grouped(
         source, helpers = _join_source(sources, counts) if join else _union_source(sources, needed, counts)
         return "SELECT " + ", ".join(select.outputs + helpers) + f"\nFROM {source}{tail}"
 
-    normalized: dict[str, Any] = {
-        "inputs": [t.qualified for t in found],
-        "group_by": group_by,
-        "aggregates": {out: {fn: col} for out, (fn, col) in wanted.items()},
-    }
-    if join:
-        normalized["join_on"] = sources.on
+    normalized = GroupedParams(
+        tuple(t.qualified for t in found),
+        tuple(group_by),
+        {out: Aggregate(fn, col) for out, (fn, col) in wanted.items()},
+        sources.on if join else None,
+    )
     usage = Usage(Shape.AGGREGATE, uses, joined=join)
     return Generated(normalized, build(()), tuple(t.qualified for t in found), usage, build)
 

@@ -8,25 +8,26 @@ from typing import Any
 from oblv_mpc.manifest._problems import Problems
 from oblv_mpc.manifest.model import InputTable
 from oblv_mpc.manifest.naming import quote, table_ref
+from oblv_mpc.manifest.specs import PsiParams
 from oblv_mpc.manifest.templates._common import Generated, inputs, known_keys, match_columns
 from oblv_mpc.manifest.usage import Shape, TableUse, UnitCount, Usage
 
 
 def _core(
     params: Mapping[str, Any], path: str, tables: Mapping[str, InputTable], problems: Problems
-) -> tuple[dict[str, Any], str, list[InputTable], dict[str, str]]:
+) -> tuple[PsiParams | None, str, list[InputTable], dict[str, str]]:
     known_keys(params, {"inputs", "column"}, path, problems)
     found = inputs(params, path, tables, problems, minimum=2)
     on = match_columns(found, params.get("column"), path, "column", problems)
     if problems or not found:
-        return {}, "", [], {}
+        return None, "", [], {}
     output = on[found[0].qualified]
     selects = [
         f"SELECT {quote(on[t.qualified])} AS {quote(output)} FROM {table_ref(t.qualified)} "
         f"WHERE {quote(on[t.qualified])} IS NOT NULL"
         for t in found
     ]
-    normalized = {"inputs": [t.qualified for t in found], "column": {t.qualified: on[t.qualified] for t in found}}
+    normalized = PsiParams(tuple(t.qualified for t in found), {t.qualified: on[t.qualified] for t in found})
     return normalized, "\nINTERSECT\n".join(selects), found, on
 
 
