@@ -39,6 +39,7 @@ from oblv_mpc.columnar import ColumnarFile
 from oblv_mpc.errors import (
     EnclaveRefused,
     EnclaveUnreachable,
+    InputDataError,
     KeyFileError,
     MpcError,
     PolicyError,
@@ -402,11 +403,19 @@ class EnclaveClient:
         def read(_: int) -> None:
             if progress is not None:
                 progress(stream.read_bytes - reported[0])
-                reported[0] = stream.read_bytes
+            reported[0] = stream.read_bytes
 
-        sent = self.send_stream(
-            lambda frame, digest: UploadChunk(frame, table, digest, ARROW), stream.pieces(), whole=True, progress=read
-        )
+        try:
+            sent = self.send_stream(
+                lambda frame, digest: UploadChunk(frame, table, digest, ARROW),
+                stream.pieces(),
+                whole=True,
+                progress=read,
+            )
+        except InputDataError as exc:
+            if reported[0]:  # chunks went: the enclave keeps nothing of an upload without its last one
+                raise
+            raise InputDataError(exc.message, hint="fix the file and submit it again; nothing was sent") from None
         assert stream.summary is not None
         return self._receipt(table, sent, rows=stream.summary.rows)
 

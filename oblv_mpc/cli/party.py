@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Iterator
@@ -11,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -19,8 +28,11 @@ from oblv_mpc import manifest, profile, result_files
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.cli._profile import JSON, PROFILE, connected
 from oblv_mpc.client import Result
+from oblv_mpc.columnar import COMPRESSIONS
 from oblv_mpc.errors import EnclaveRefused, EnclaveUnreachable, UsageError
+from oblv_mpc.manifest import InputTable
 from oblv_mpc.privacy_ledger import PrivacyLedger, check_new_instance
+from oblv_mpc.protocol.messages import ARROW, CSV, UPLOAD_FORMATS
 
 
 def _receipt_file(profile_dir: Path, table: str) -> Path:
@@ -30,8 +42,17 @@ def _receipt_file(profile_dir: Path, table: str) -> Path:
 
 
 def submit(
-    file: Path = typer.Argument(..., help="The CSV file to submit."),
+    file: Path = typer.Argument(..., help="The file to submit: CSV, or Parquet (read with --format arrow)."),
     table: str = typer.Option(..., "--table", help="Which of your tables it is (e.g. employees)."),
+    fmt: str = typer.Option(
+        "arrow",
+        "--format",
+        help="arrow: read the file here with Arrow and send typed record batches (fast; CSV or Parquet); "
+        "csv: send the CSV text as it is, for the enclave to parse.",
+    ),
+    compress: str | None = typer.Option(
+        None, "--compress", help="With --format arrow: compress the batches (lz4 or zstd), for slow networks."
+    ),
     allow_fresh_privacy_budget: bool = typer.Option(
         False,
         "--allow-fresh-privacy-budget",
@@ -40,9 +61,11 @@ def submit(
     profile_dir: Path = PROFILE,
     as_json: bool = JSON,
 ) -> None:
-    """Check the file against the manifest's schema here, then upload it sealed, and save the signed receipt."""
-    from oblv_mpc.tables import validate_file  # Arrow and DuckDB load only for this command
-
+    """Check the file against the manifest's schema here, upload it sealed, and save the signed receipt."""
+    if fmt not in UPLOAD_FORMATS:
+        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(UPLOAD_FORMATS)}")
+    if compress is not None and (fmt != ARROW or compress not in COMPRESSIONS):
+        raise UsageError(f"--compress takes {' or '.join(COMPRESSIONS)}, with --format arrow")
     saved = profile.Profile.load(profile_dir)
     loaded = manifest.load(Path(saved.manifest))
     qualified = table if "." in table else f"{saved.party}.{table}"
@@ -50,14 +73,10 @@ def submit(
     if declared is None or declared.party != saved.party:
         mine = ", ".join(t.table for t in loaded.inputs_of(saved.party)) or "none"
         raise UsageError(f"{table!r} is not one of your tables in {loaded.session} (yours: {mine})")
-    err.print(f"checking {file} against {qualified}'s schema (nothing is sent yet)")
-    summary = validate_file(file, declared)
-    err.print(
-        styled(
-            "[green]✓[/] {summary}",
-            summary=f"{summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...",
-        )
-    )
+    if fmt == CSV:
+        _check_csv(file, declared)
+    else:
+        err.print(f"reading {file} with Arrow; each batch is checked against {qualified}'s schema before it is sent")
     with connected(profile_dir) as (client, _):
         assert client.connection is not None
         check_new_instance(
@@ -74,9 +93,15 @@ def submit(
                 hint="a frozen table cannot be replaced in this session",
             )
         with _progress() as progress:
-            task = progress.add_task(f"uploading {file.name}", total=summary.size)
+            tasks: list[TaskID] = []  # added once the first chunk went: no bar for a file refused here
+
+            def advance(size: int) -> None:
+                if not tasks:
+                    tasks.append(progress.add_task(f"uploading {file.name}", total=file.stat().st_size))
+                progress.advance(tasks[0], size)
+
             try:
-                receipt = client.upload(qualified, file, progress=lambda n: progress.advance(task, n))
+                receipt = client.upload(qualified, file, progress=advance, format=fmt, compression=compress)
             except EnclaveUnreachable as exc:
                 raise EnclaveUnreachable(
                     f"the upload was cut off: {exc.message}; the enclave keeps nothing of an unfinished upload",
@@ -105,6 +130,20 @@ def submit(
     )
     err.print(f"others see only its commitment {receipt.commitment[:16]}...; the receipt keeps the salt to prove it")
     err.print(f"signed receipt saved in {path}")
+
+
+def _check_csv(file: Path, declared: InputTable) -> None:
+    """The whole CSV checked here before anything is sent (``--format csv``: the enclave parses the text)."""
+    from oblv_mpc.tables import validate_file  # Arrow and DuckDB load only for this command
+
+    err.print(f"checking {file} against {declared.qualified}'s schema (nothing is sent yet)")
+    summary = validate_file(file, declared)
+    err.print(
+        styled(
+            "[green]✓[/] {summary}",
+            summary=f"{summary.rows:,} rows, {summary.size:,} bytes, SHA-256 {summary.sha256[:16]}...",
+        )
+    )
 
 
 def _progress() -> Progress:
@@ -200,10 +239,6 @@ def _suppressed(count: int | None) -> str:
     return f", {count} group(s) suppressed by the owners' rules" if count else ""
 
 
-def _write_result(result: Result, path: Path, fmt: str) -> None:
-    result_files.write(result.columns, result.rows, path, fmt)
-
-
 def fetch(
     name: str = typer.Argument(..., help="The computation whose result to fetch."),
     output: Path | None = typer.Option(None, "--out", "-o", help="Write the result to this file."),
@@ -215,11 +250,15 @@ def fetch(
     if fmt not in result_files.FORMATS:
         raise UsageError(f"--format {fmt!r}: expected one of {', '.join(result_files.FORMATS)}")
     _check_readable(profile_dir, name)  # before any connection: a typo needs no enclave
-    with connected(profile_dir) as (client, _), _progress_bar(name) as on_progress:
-        result = client.wait_for_result(name, on_progress=on_progress)  # a synthetic release may take minutes
-    if output is not None:
-        _write_result(result, output, fmt)
-        err.print(f"wrote {output}")
+    streaming = output is not None and not as_json  # a large result goes to the file, never held here
+    with connected(profile_dir) as (client, _):
+        with _progress_bar(name) as on_progress:  # a synthetic release may take minutes
+            result = client.wait_for_result(name, on_progress=on_progress, rows=not streaming)
+        if output is not None:
+            shown = client.save_result(result, output, fmt)
+            err.print(f"wrote {output}")
+            if streaming:
+                result = dataclasses.replace(result, rows=shown)
     if as_json:
         names = [c[0] for c in result.columns]
         print_json(
@@ -233,7 +272,7 @@ def fetch(
             }
         )
         return
-    preview(result, saved_to=output)
+    preview(result, saved_to=output, total=result.row_count)
 
 
 @contextlib.contextmanager
@@ -272,8 +311,8 @@ def _check_readable(profile_dir: Path, name: str) -> None:
         )
 
 
-def preview(result: Result, limit: int = 20, *, saved_to: Path | None = None) -> None:
-    """A result as a table: the first rows, and what the release rules suppressed."""
+def preview(result: Result, limit: int = 20, *, saved_to: Path | None = None, total: int | None = None) -> None:
+    """A result as a table: its first rows (of ``total``, when it has more), and what release rules suppressed."""
     table = Table(
         title=plain(result.computation), title_justify="left", caption="signed by the enclave", caption_justify="left"
     )
@@ -285,9 +324,10 @@ def preview(result: Result, limit: int = 20, *, saved_to: Path | None = None) ->
     for row in result.rows[:limit]:
         table.add_row(*[plain(_cell(v)) for v in row])
     out.print(table)
-    if len(result.rows) > limit:
+    count = max(total or 0, len(result.rows))
+    if count > limit:
         where = f"all of them are in {saved_to}" if saved_to is not None else "use --out FILE for all of them"
-        out.print(styled("[dim]... {more} more rows ({where})[/]", more=f"{len(result.rows) - limit:,}", where=where))
+        out.print(styled("[dim]... {more} more rows ({where})[/]", more=f"{count - limit:,}", where=where))
     if result.rules.get("min_distinct"):
         out.print(plain(f"released under the owners' rules{_suppressed(result.suppressed_groups)}"))
 
