@@ -42,7 +42,7 @@ def serve(manifest_path: Path, ca_dir: Path, memory: int) -> None:
     """The enclave process: the real app on a free loopback port (printed), as `mpc enclave serve` runs it."""
     from oblv_mpc.runtime import pin_mmap_threshold
 
-    if not os.environ.get("NO_PIN"): pin_mmap_threshold()
+    pin_mmap_threshold()
     from oblv_mpc import manifest
     from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure
     from oblv_mpc.enclave import EnclaveSettings, create_app
@@ -61,7 +61,7 @@ def party(name: str, manifest_path: Path, key: Path, ca_dir: Path, url: str, dat
     """A party's process: one command per stdin line, one JSON answer per line."""
     from oblv_mpc.runtime import pin_mmap_threshold
 
-    if not os.environ.get("NO_PIN"): pin_mmap_threshold()
+    pin_mmap_threshold()
     import httpx
 
     from oblv_mpc import keys, manifest

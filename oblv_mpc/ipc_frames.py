@@ -233,23 +233,25 @@ class _Sink:
 class ChunkWriter:
     """Record batches in, an Arrow IPC stream out, cut into chunks of whole messages.
 
-    Batches are sliced so that each, as written, fits ``chunk_bytes`` (with room for the schema,
-    which goes in front of the first batch). A chunk is held back until the next one exists, so
-    that :meth:`close` can put the end-of-stream marker behind the last batch: ``write`` yields
-    the chunks that are complete, ``close`` returns the last one. ``compression`` (``lz4`` or
-    ``zstd``) is Arrow IPC's buffer compression.
+    Each chunk holds as many messages as fit in ``chunk_bytes`` (the schema goes in front of
+    the first batch); batches are sliced so that each, as written, fits with room to spare. The
+    chunk being filled is held until the next message does not fit, so that :meth:`close` can
+    put the end-of-stream marker behind the last batch: ``write`` yields the chunks that are
+    full, ``close`` returns the last one. ``compression`` (``lz4`` or ``zstd``) is Arrow IPC's
+    buffer compression.
     """
 
     def __init__(self, schema: pa.Schema, chunk_bytes: int, compression: str | None = None) -> None:
         self._sink = _Sink()
         self._writer = ipc.new_stream(self._sink, schema, options=ipc.IpcWriteOptions(compression=compression))
-        self._room = max(chunk_bytes - 64 * 1024, 1024)
-        self._held = self._sink.take()  # the schema alone, until the first batch joins it
-        self._started = False
+        self._limit = chunk_bytes
+        self._room = max(chunk_bytes - 64 * 1024, 1024)  # per batch: its size is estimated before it is written
+        self._filling = [self._sink.take()]  # the schema, until the first batch joins it
+        self._size = len(self._filling[0])
         self.rows = 0
 
     def write(self, batch: pa.RecordBatch) -> Iterator[bytes]:
-        """Write one batch (any size); yield the chunks it completed."""
+        """Write one batch (any size); yield the chunks it filled."""
         if not batch.num_rows:
             return
         rows = max(int(self._room / max(batch.nbytes / batch.num_rows, 1.0)), 1)
@@ -257,18 +259,18 @@ class ChunkWriter:
             piece = batch.slice(start, rows)
             self._writer.write_batch(piece)
             self.rows += piece.num_rows
-            written = self._sink.take()
-            if self._started:
-                yield self._held
-                self._held = written
-            else:  # the first batch goes with the schema
-                self._held += written
-                self._started = True
+            message = self._sink.take()
+            if self.rows > piece.num_rows and self._size + len(message) > self._limit:
+                yield b"".join(self._filling)
+                self._filling, self._size = [], 0
+            self._filling.append(message)
+            self._size += len(message)
 
     def close(self) -> bytes:
-        """The last chunk: the last batch (or the schema alone) and the end-of-stream marker."""
+        """The last chunk: the last batches (or the schema alone) and the end-of-stream marker."""
         self._writer.close()
-        return self._held + self._sink.take()
+        self._filling.append(self._sink.take())
+        return b"".join(self._filling)
 
 
 class ChunkReader:
