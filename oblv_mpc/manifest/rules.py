@@ -86,7 +86,7 @@ class MinDistinctUnits:
         index = [name for name, _ in result.columns].index(self.column)
         counts = result.batch.column(index)
         if pa.types.is_integer(counts.type):  # the enclave's own count(DISTINCT ...), always
-            kept = result.batch.filter(pc.fill_null(pc.greater_equal(counts, self.k), False))
+            kept = result.batch.filter(pc.greater_equal(counts, self.k))  # a null count is dropped
         else:
             kept = result.batch.slice(0, 0)
         suppressed = result.suppressed + result.batch.num_rows - kept.num_rows
