@@ -1,22 +1,30 @@
 """mpc against cryptographic MPC and against the plaintext limit, on the same data, in one run.
 
-Jobs, at 10k, 100k and 1M rows per party (`--sizes`):
+Jobs, at 10k to 50M rows per party (`--sizes`):
 - two-party PSI cardinality and PSI (the intersection itself) on an email column, 50% overlap;
-- three-party joint mean of a numeric column.
+- three-party joint mean of a numeric column;
+- once, at 1M rows: PSI cardinality over protected tables, to show what the per-owner unit
+  counts cost (the other jobs' tables are `release: unrestricted`, as the crypto baselines
+  apply no release threshold either).
 
 Systems:
-- mpc: end to end on the local enclave (simulated NSM) over real HTTP on loopback: every party
-  attests, every party submits, the enclave computes, every reader fetches; each step timed.
+- mpc: end to end on the local enclave (simulated NSM) over real HTTP on loopback, the enclave
+  and every party each in a process of their own (benchmarks/_mpc_parties.py): the parties attest
+  at once, submit at once (each reads its CSV with Arrow and sends IPC record batches), one
+  computes, every reader fetches at once (a large result streamed to a Parquet file); each step
+  timed, and the peak memory of the enclave and of each party.
 - openmined-psi: ECDH PSI (cardinality and intersection), both roles in one process.
 - SPU PSI (secretflow `spu.psi`, RR22 and KKRT): two parties on loopback, when installed.
 - MPyC: the joint mean with three local parties (-M3).
 - DuckDB on the plain CSV files: the physical limit.
 
 Every system runs in its own process with a time limit; one that is not installed, fails, or
-runs out of time is reported as such instead of failing the benchmark. Prints a table, writes
-results.json and a PNG plot to --out.
+runs out of time is reported as such instead of failing the benchmark (and is not run at larger
+sizes). Prints a table (each time against DuckDB plain in the same run), mpc's cost per row
+against 1M rows with its memory, writes results.json and a log-log plot to --out.
 
-    python benchmarks/mpc_vs_crypto.py [--sizes 10000,100000,1000000] [--out benchmarks/results] [--limit 300]
+    python benchmarks/mpc_vs_crypto.py [--sizes 10000,...,50000000] [--jobs psi,...] [--systems mpc,duckdb]
+        [--out benchmarks/results] [--limit 300] [--dir DIR]
 """
 
 from __future__ import annotations
@@ -34,12 +42,16 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
-JOBS = ("psi_cardinality", "psi", "mean3")
+JOBS = ("psi_cardinality", "psi", "mean3", "psi_cardinality_protected")
+PLOTTED = JOBS[:3]
 SYSTEMS = {
     "psi_cardinality": ("mpc", "duckdb", "openmined-psi", "spu-rr22", "spu-kkrt"),
     "psi": ("mpc", "duckdb", "openmined-psi", "spu-rr22", "spu-kkrt"),
     "mean3": ("mpc", "duckdb", "mpyc"),
+    "psi_cardinality_protected": ("mpc",),  # once, at PROTECTED_ROWS: what the per-owner unit counts cost
 }
+PROTECTED_ROWS = 1_000_000
+ENCLAVE_MEMORY = 16 * 2**30  # DuckDB's memory_limit in the enclave (Limits.compute_memory_bytes): room for 50M rows
 
 
 # -- data ---------------------------------------------------------------------------------------
@@ -94,7 +106,15 @@ def run_duckdb(job: str, files: dict[str, Path]) -> dict[str, Any]:
             result = len(con.execute(common).fetchall())
         else:
             result = con.execute(f"SELECT count(*) FROM ({common})").fetchone()[0]  # type: ignore[index]
-    return {"seconds": time.perf_counter() - start, "result": result}
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "result": result, "memory": {"peak_mib": _peak_kib() / 1024}}
+
+
+def _peak_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
 
 
 def _mpc_document(job: str, identities: dict[str, Any], rows: int) -> dict[str, Any]:
@@ -106,7 +126,19 @@ def _mpc_document(job: str, identities: dict[str, Any], rows: int) -> dict[str, 
     if job == "mean3":
         computation = {"template": "aggregate", "params": {"inputs": tables, "aggregates": {"mean": {"avg": "value"}}}}
     else:
-        computation = {"template": job, "params": {"inputs": tables, "column": "email"}}
+        template = job.removesuffix("_protected")
+        computation = {"template": template, "params": {"inputs": tables, "column": "email"}}
+    # Cryptographic PSI and MPyC apply no release threshold either: the tables are unrestricted, so
+    # both sides compute exactly the same thing. The _protected job measures, once, what the
+    # per-owner rules cost: each owner's distinct units behind the released count, counted by the enclave.
+    protection: dict[str, Any] = {"release": "unrestricted"}
+    if job.endswith("_protected"):
+        protection = {
+            "unit": "email",
+            "min_distinct": 1,
+            "join_columns": ["email"],
+            "aggregates": {"email": ["count"]},
+        }
     return {
         "version": 1,
         "session": f"bench-{job}",
@@ -114,15 +146,8 @@ def _mpc_document(job: str, identities: dict[str, Any], rows: int) -> dict[str, 
             p: {"public_key": keys.to_base64(identities[p].public_key()), "roles": ["contributor", "reader"]}
             for p in parties
         },
-        # Cryptographic PSI and MPyC apply no release threshold either: the tables are unrestricted, so
-        # both sides compute exactly the same thing (per-owner rules add one distinct count per table).
         "inputs": {
-            t: {
-                "columns": column,
-                "max_rows": rows * 2 + 10,
-                "max_bytes": 1 << 34,
-                "protection": {"release": "unrestricted"},
-            }
+            t: {"columns": column, "max_rows": rows * 2 + 10, "max_bytes": 1 << 40, "protection": protection}
             for t in tables
         },
         "computations": {"answer": {**computation, "readers": list(parties)}},
@@ -130,45 +155,54 @@ def _mpc_document(job: str, identities: dict[str, Any], rows: int) -> dict[str, 
 
 
 def run_mpc(job: str, files: dict[str, Path], rows: int, folder: Path) -> dict[str, Any]:
-    import httpx
+    """End to end, each party a process of its own, the enclave another: see benchmarks/_mpc_parties.py."""
+    sys.path.insert(0, str(HERE.parent))
+    from _mpc_parties import Enclave, Party, step
 
-    from oblv_mpc import keys, manifest
-    from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure
-    from oblv_mpc.client import EnclaveClient
-    from oblv_mpc.enclave import create_app
-    from oblv_mpc.enclave.server import ServerThread
-    from oblv_mpc.runtime import pin_mmap_threshold
+    from oblv_mpc import keys
 
-    pin_mmap_threshold()
+    work = folder / f"mpc-{job}-{rows}"
+    work.mkdir(exist_ok=True)
     identities = {p: keys.generate() for p in ("alice", "bob", "carol")}
-    loaded = manifest.from_data(_mpc_document(job, identities, rows))
-    ca = DevelopmentCA.load_or_create(folder / "dev-ca")
-    measurements = measure()
-    steps: dict[str, float] = {}
-    with ServerThread(create_app(loaded, SimulatedNsm(ca, measurements))) as server:
-        clients = {}
-        start = time.perf_counter()
-        for party in loaded.parties:
-            http = httpx.Client(base_url=server.url, timeout=600)
-            clients[party] = EnclaveClient(http, loaded, identities[party], ca.policy(measurements))
-            clients[party].connect()
-        steps["attest"] = time.perf_counter() - start
-        start = time.perf_counter()
-        for party in loaded.parties:
-            source = files[f"emails_{party}"] if job != "mean3" else files[f"values_{party}"]
-            clients[party].upload("data", source)
-        steps["submit"] = time.perf_counter() - start
-        start = time.perf_counter()
-        clients["alice"].compute("answer")
-        steps["compute"] = time.perf_counter() - start
-        start = time.perf_counter()
-        results = [clients[party].result("answer") for party in loaded.parties]
-        steps["fetch"] = time.perf_counter() - start
-        for client in clients.values():
-            client.http.close()
-    rows_out = results[0].rows
-    value = len(rows_out) if job == "psi" else rows_out[0][0]
-    return {"seconds": sum(steps.values()), "steps": steps, "result": value}
+    document = _mpc_document(job, identities, rows)
+    manifest_path = work / "manifest.json"
+    manifest_path.write_text(json.dumps(document))
+    for name, key in identities.items():
+        keys.save_key_pair(key, work, name, force=True)
+    names = list(document["parties"])
+    enclave = Enclave(manifest_path, folder / "dev-ca", ENCLAVE_MEMORY)
+    parties: list[Party] = []
+    try:
+        for name in names:
+            source = files[f"emails_{name}"] if job != "mean3" else files[f"values_{name}"]
+            args = [str(manifest_path), str(work / f"{name}_private.der"), str(folder / "dev-ca"), enclave.url]
+            parties.append(Party(name, [*args, str(source), str(work)]))
+        steps: dict[str, float] = {}
+        steps["attest"], _ = step(parties, "attest")
+        steps["submit"], receipts = step(parties, "submit")
+        steps["compute"], _ = step(parties[:1], "compute")
+        steps["fetch"], fetched = step(parties, "fetch")
+        peaks = [p["peak_kib"] for p in step(parties, "peak")[1]]
+        enclave_kib, idle_kib = enclave.peak_kib(), enclave.idle_kib
+    finally:
+        for party in parties:
+            party.close()
+        enclave.close()
+    value = fetched[0]["rows"] if job == "psi" else fetched[0]["value"]
+    input_bytes = sum(r["bytes"] for r in receipts)
+    return {
+        "seconds": sum(steps.values()),
+        "steps": steps,
+        "result": value,
+        "memory": {
+            "enclave_peak_mib": enclave_kib / 1024,
+            "enclave_idle_mib": idle_kib / 1024,
+            "clients_peak_mib": [k / 1024 for k in peaks],
+            "input_arrow_mib": input_bytes / 2**20,  # the IPC bytes received: the Arrow size of the inputs
+            "enclave_bytes_per_input_row": enclave_kib * 1024 / (rows * len(names)),
+            "enclave_peak_over_inputs": enclave_kib * 1024 / input_bytes,
+        },
+    }
 
 
 def run_openmined(job: str, files: dict[str, Path]) -> dict[str, Any]:
@@ -285,20 +319,25 @@ def main() -> int:
         print(json.dumps(run_one(system, job, int(rows), Path(folder)), default=float))
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--sizes", default="10000,100000,1000000,10000000,50000000")
     parser.add_argument("--out", type=Path, default=HERE.parent / "results")
     parser.add_argument("--limit", type=float, default=300.0, help="seconds per system, job and size")
     parser.add_argument("--systems", default="", help="comma-separated subset of systems to run")
+    parser.add_argument("--jobs", default="", help="comma-separated subset of jobs to run")
+    parser.add_argument("--dir", type=Path, default=None, help="where to put the generated data (GBs at 50M rows)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     chosen = set(args.systems.split(",")) if args.systems else None
+    jobs = [j for j in JOBS if not args.jobs or j in args.jobs.split(",")]
     results: list[dict[str, Any]] = []
     skip: set[tuple[str, str]] = set()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         folder = Path(tmp)
         for rows in sizes:
             generate(folder, rows)
-            for job in JOBS:
+            for job in jobs:
+                if job.endswith("_protected") and rows != PROTECTED_ROWS:
+                    continue
                 for system in SYSTEMS[job]:
                     if chosen and system not in chosen:
                         continue
@@ -319,6 +358,7 @@ def main() -> int:
         "date": time.strftime("%Y-%m-%d"),
         "cores": os.cpu_count(),
         "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "load_average_at_end": os.getloadavg(),
         "python": platform.python_version(),
         "command": "python benchmarks/mpc_vs_crypto.py " + " ".join(sys.argv[1:]),
     }
@@ -327,6 +367,8 @@ def main() -> int:
     )
     print()
     print(render_table(results))
+    print()
+    print(render_scaling(results))
     _plot(results, args.out / "results.png")
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'results.png'}")
     return 0
@@ -336,12 +378,20 @@ def _print_row(entry: dict[str, Any]) -> None:
     if entry["status"] == "ok":
         steps = entry.get("steps")
         detail = ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()) if steps else ""
+        memory = entry.get("memory", {})
+        if "enclave_peak_mib" in memory:
+            detail += f"; enclave peak {memory['enclave_peak_mib']:.0f} MiB"
         print(
-            f"{entry['job']:<16} {entry['rows']:>9,} {entry['system']:<14} {entry['seconds']:>9.3f}s  {detail}",
+            f"{entry['job']:<26} {entry['rows']:>11,} {entry['system']:<14} {entry['seconds']:>9.3f}s  {detail}",
             flush=True,
         )
     else:
-        print(f"{entry['job']:<16} {entry['rows']:>9,} {entry['system']:<14} {entry['status']}", flush=True)
+        print(f"{entry['job']:<26} {entry['rows']:>11,} {entry['system']:<14} {entry['status']}", flush=True)
+
+
+def _find(results: list[dict[str, Any]], system: str, job: str, rows: int) -> dict[str, Any] | None:
+    found = next((r for r in results if (r["system"], r["job"], r["rows"]) == (system, job, rows)), None)
+    return found if found is not None and found["status"] == "ok" else None
 
 
 def _check_agreement(results: list[dict[str, Any]]) -> None:
@@ -349,36 +399,56 @@ def _check_agreement(results: list[dict[str, Any]]) -> None:
     for entry in results:
         if entry["status"] != "ok" or entry["system"] == "duckdb":
             continue
-        truth = next(
-            (r for r in results if r["system"] == "duckdb" and r["job"] == entry["job"] and r["rows"] == entry["rows"]),
-            None,
-        )
-        if (
-            truth
-            and truth["status"] == "ok"
-            and abs(float(truth["result"]) - float(entry["result"])) > 1e-6 * max(1.0, abs(float(truth["result"])))
+        truth = _find(results, "duckdb", entry["job"].removesuffix("_protected"), entry["rows"])
+        if truth and abs(float(truth["result"]) - float(entry["result"])) > 1e-6 * max(
+            1.0, abs(float(truth["result"]))
         ):
             entry["status"] = f"WRONG: {entry['result']} vs {truth['result']}"
 
 
 def render_table(results: list[dict[str, Any]]) -> str:
-    """Markdown: seconds per system, and mpc's speed-up over each baseline."""
-    lines = ["| job | rows/party | system | seconds | mpc is x faster |", "| --- | ---: | --- | ---: | ---: |"]
+    """Markdown: seconds per system (mpc's steps), each against DuckDB plain in the same run, and against mpc."""
+    lines = [
+        "| job | rows/party | system | seconds | / DuckDB plain | mpc is x faster |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
     for entry in results:
-        mpc = next(
-            (r for r in results if r["system"] == "mpc" and r["job"] == entry["job"] and r["rows"] == entry["rows"]),
-            None,
-        )
+        job, rows = entry["job"], entry["rows"]
         if entry["status"] != "ok":
-            lines.append(f"| {entry['job']} | {entry['rows']:,} | {entry['system']} | {entry['status']} | |")
+            lines.append(f"| {job} | {rows:,} | {entry['system']} | {entry['status']} | | |")
             continue
-        ratio = ""
-        if mpc and mpc["status"] == "ok" and entry["system"] != "mpc":
-            ratio = f"{entry['seconds'] / mpc['seconds']:.2f}x"
+        mpc, duck = _find(results, "mpc", job, rows), _find(results, "duckdb", job.removesuffix("_protected"), rows)
+        vs_duck = f"{entry['seconds'] / duck['seconds']:.2f}x" if duck and entry["system"] != "duckdb" else ""
+        faster = f"{entry['seconds'] / mpc['seconds']:.2f}x" if mpc and entry["system"] != "mpc" else ""
         seconds = f"{entry['seconds']:.3f}"
         if entry.get("steps"):
             seconds += " (" + ", ".join(f"{k} {v:.2f}" for k, v in entry["steps"].items()) + ")"
-        lines.append(f"| {entry['job']} | {entry['rows']:,} | {entry['system']} | {seconds} | {ratio} |")
+        lines.append(f"| {job} | {rows:,} | {entry['system']} | {seconds} | {vs_duck} | {faster} |")
+    return "\n".join(lines)
+
+
+def render_scaling(results: list[dict[str, Any]]) -> str:
+    """Markdown: mpc's cost per row against its cost at 1M rows, and the enclave's and clients' peak memory."""
+    lines = [
+        "| job | rows/party | mpc s/M rows | vs 1M | DuckDB s/M rows | enclave peak MiB | per input row | "
+        "peak / Arrow inputs | clients' peak MiB |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for entry in results:
+        if entry["system"] != "mpc" or entry["status"] != "ok":
+            continue
+        job, rows = entry["job"], entry["rows"]
+        per_row = entry["seconds"] / rows * 1e6
+        base = _find(results, "mpc", job, 1_000_000)
+        versus = f"{per_row / (base['seconds'] / 1e6 * 1e6):.2f}x" if base else ""
+        duck = _find(results, "duckdb", job, rows)
+        duck_per_row = f"{duck['seconds'] / rows * 1e6:.3f}" if duck else ""
+        memory = entry["memory"]
+        clients = ", ".join(f"{m:.0f}" for m in memory["clients_peak_mib"])
+        lines.append(
+            f"| {job} | {rows:,} | {per_row:.3f} | {versus} | {duck_per_row} | {memory['enclave_peak_mib']:.0f} | "
+            f"{memory['enclave_bytes_per_input_row']:.0f} B | {memory['enclave_peak_over_inputs']:.2f}x | {clients} |"
+        )
     return "\n".join(lines)
 
 
@@ -391,8 +461,8 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install -e '.[bench]')")
         return
-    figure, axes = plt.subplots(1, len(JOBS), figsize=(5 * len(JOBS), 4), constrained_layout=True)
-    for axis, job in zip(axes, JOBS, strict=True):
+    figure, axes = plt.subplots(1, len(PLOTTED), figsize=(5 * len(PLOTTED), 4), constrained_layout=True)
+    for axis, job in zip(axes, PLOTTED, strict=True):
         for system in SYSTEMS[job]:
             points = [
                 (r["rows"], r["seconds"])
@@ -401,7 +471,8 @@ def _plot(results: list[dict[str, Any]], path: Path) -> None:
             ]
             if points:
                 xs, ys = zip(*sorted(points), strict=True)
-                axis.plot(xs, ys, marker="o", label=system)
+                style = {"linewidth": 2.5} if system in ("mpc", "duckdb") else {"linestyle": "--", "alpha": 0.7}
+                axis.plot(xs, ys, marker="o", label=system + (" (plain)" if system == "duckdb" else ""), **style)
         axis.set_xscale("log")
         axis.set_yscale("log")
         axis.set_title(job)

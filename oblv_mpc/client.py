@@ -19,21 +19,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
+import itertools
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import pyarrow as pa
 
-from oblv_mpc import keys
+from oblv_mpc import keys, result_files
 from oblv_mpc.attestation import AttestationPolicy, VerifiedAttestation, verify
+from oblv_mpc.columnar import ColumnarFile
 from oblv_mpc.errors import (
     EnclaveRefused,
+    InputDataError,
     KeyFileError,
     MpcError,
     PolicyError,
@@ -50,6 +55,7 @@ from oblv_mpc.protocol.answers import (
     ReceiptAnswer,
     Received,
     ResultAnswer,
+    ResultChunkAnswer,
     StatusAnswer,
     TranscriptAnswer,
 )
@@ -57,6 +63,8 @@ from oblv_mpc.protocol.binding import EnclaveBinding, sha256
 from oblv_mpc.protocol.envelope import ENCLAVE_KEY_HEADER, Context, open_response, seal_request, verify_statement
 from oblv_mpc.protocol.hpke import KeyPair, SuiteName
 from oblv_mpc.protocol.messages import (
+    ARROW,
+    CSV,
     STREAM_ID_BYTES,
     ComputeRequest,
     Digest,
@@ -69,12 +77,15 @@ from oblv_mpc.protocol.messages import (
 )
 from oblv_mpc.protocol.refusals import plain_hint, sealed_error
 from oblv_mpc.protocol.transcript import Event, verify_chain
+from oblv_mpc.result_files import plain_rows
+from oblv_mpc.result_reader import fetcher, read_stream
 from oblv_mpc.statements import Receipt, Result, read_receipt, read_result
-from oblv_mpc.streaming import Sent, ahead, frames
+from oblv_mpc.streaming import Sent, ahead, frames, whole_frames
 
 __all__ = ["Connection", "EnclaveClient", "Receipt", "Result", "Sent", "claims"]
 
 DEFAULT_CHUNK_BYTES = 4 * 1024 * 1024
+_PREVIEW_ROWS = 100
 QUOTED_CHARS = 300  # how much of an unauthenticated answer an error quotes
 _DEFAULT_HINT = (
     "only an answer sealed to you and signed by the attested enclave is the enclave's; check the URL, and whether "
@@ -304,18 +315,25 @@ class EnclaveClient:
         pieces: Iterable[bytes],
         *,
         chunk_bytes: int | None = None,
+        whole: bool = False,
         progress: Callable[[int], None] | None = None,
     ) -> Sent:
         """Send bytes (in ``pieces`` of any size) as one chunked stream, each chunk sealed on its own.
 
         ``chunk`` makes each chunk's message from its :class:`Frame` (and, for the last one, the
-        :class:`Digest` of the whole stream). Every chunk but the last must be acknowledged in
-        order; the answer to the last is returned with the digest. ``progress`` is told each
-        chunk's size once it was taken. Reading and sealing run one chunk ahead of sending.
+        :class:`Digest` of the whole stream). ``whole``: each piece is one chunk, as it is (whole
+        Arrow IPC messages); else pieces are cut into chunks of ``chunk_bytes``. Every chunk but
+        the last must be acknowledged in order; the answer to the last is returned with the
+        digest. ``progress`` is told each chunk's size once it was taken. Reading and sealing run
+        one chunk ahead of sending.
         """
         self.connection or self.connect()
         stream_id = os.urandom(STREAM_ID_BYTES)
-        chunks = frames(stream_id, pieces, chunk_bytes or self.chunk_bytes)
+        size = chunk_bytes or self.chunk_bytes
+        if whole:
+            chunks = whole_frames(stream_id, pieces, self.limits.max_chunk_bytes)
+        else:
+            chunks = frames(stream_id, pieces, size)
         for frame, digest, envelope in ahead((f, d, self._seal(chunk(f, d))) for f, d in chunks):
             answer = self._send(envelope)
             if progress:
@@ -332,14 +350,24 @@ class EnclaveClient:
         source: Path | IO[bytes],
         *,
         progress: Callable[[int], None] | None = None,
+        format: str = CSV,
+        compression: str | None = None,
     ) -> Receipt:
-        """Stream a CSV file to the enclave in sealed chunks; return the verified receipt."""
-        if table not in self.manifest.inputs:
-            qualified = f"{self.party.name}.{table}"
-            if qualified not in self.manifest.inputs:
-                mine = ", ".join(t.table for t in self.manifest.inputs_of(self.party.name)) or "none"
-                raise UsageError(f"{table!r} is not an input of session {self.manifest.session} (yours: {mine})")
-            table = qualified
+        """Stream a table to the enclave in sealed chunks; return the verified receipt.
+
+        ``format="csv"`` sends the file's bytes as they are (the enclave parses them);
+        ``format="arrow"`` reads the file (CSV or Parquet, a path) here with Arrow, once, checks
+        it as the enclave will, and sends Arrow IPC record batches, ``compression`` (``lz4`` or
+        ``zstd``) or not; ``progress`` is then told how many bytes of the file were read. The
+        receipt binds the bytes sent (their SHA-256 and size) and, for Arrow, the rows.
+        """
+        table = self._own_table(table)
+        if format == ARROW:
+            if not isinstance(source, Path):
+                raise UsageError("an Arrow upload reads a file: give its path")
+            return self._upload_columnar(table, source, progress, compression)
+        if format != CSV:
+            raise UsageError(f"format {format!r}: expected {CSV} or {ARROW}")
         handle = source.open("rb") if isinstance(source, Path) else source
         try:
             sent = self.send_stream(
@@ -350,10 +378,49 @@ class EnclaveClient:
         finally:
             if isinstance(source, Path):
                 handle.close()
+        return self._receipt(table, sent, rows=None)
+
+    def _own_table(self, table: str) -> str:
+        if table not in self.manifest.inputs:
+            qualified = f"{self.party.name}.{table}"
+            if qualified not in self.manifest.inputs:
+                mine = ", ".join(t.table for t in self.manifest.inputs_of(self.party.name)) or "none"
+                raise UsageError(f"{table!r} is not an input of session {self.manifest.session} (yours: {mine})")
+            table = qualified
+        return table
+
+    def _upload_columnar(
+        self, table: str, path: Path, progress: Callable[[int], None] | None, compression: str | None
+    ) -> Receipt:
+        stream = ColumnarFile(
+            path, self.manifest.inputs[table], chunk_bytes=self.chunk_bytes, compression=compression, limits=self.limits
+        )
+        reported = [0]
+
+        def read(_: int) -> None:
+            if progress is not None:
+                progress(stream.read_bytes - reported[0])
+            reported[0] = stream.read_bytes
+
+        try:
+            sent = self.send_stream(
+                lambda frame, digest: UploadChunk(frame, table, digest, ARROW),
+                stream.pieces(),
+                whole=True,
+                progress=read,
+            )
+        except InputDataError as exc:
+            if reported[0]:  # chunks went: the enclave keeps nothing of an upload without its last one
+                raise
+            raise InputDataError(exc.message, hint="fix the file and submit it again; nothing was sent") from None
+        assert stream.summary is not None
+        return self._receipt(table, sent, rows=stream.summary.rows)
+
+    def _receipt(self, table: str, sent: Sent, *, rows: int | None) -> Receipt:
         assert self.connection is not None
         signed = ReceiptAnswer.from_cbor(sent.answer).receipt.to_cbor()
         statement = verify_statement(self.connection.signing_key, signed, "receipt", limits=self.limits)
-        return read_receipt(statement, signed, self.manifest, self.party.name, table, sent.digest)
+        return read_receipt(statement, signed, self.manifest, self.party.name, table, sent.digest, rows=rows)
 
     def status(self) -> dict[str, Any]:
         """Which inputs are in, which computations are ready or done, what this party may read.
@@ -366,8 +433,12 @@ class EnclaveClient:
         """Ask the enclave to run a computation (for its readers); the answer as plain data."""
         return ComputeAnswer.from_cbor(self.call(ComputeRequest(computation))).to_cbor()
 
-    def result(self, computation: str) -> Result:
-        """Fetch, verify and decode a computation's result (:class:`StillRunning` while it is generated)."""
+    def result(self, computation: str, *, rows: bool = True) -> Result:
+        """Fetch, verify and decode a computation's result (:class:`StillRunning` while it is generated).
+
+        A streamed (large) result's rows are fetched into memory too, unless ``rows=False``:
+        then :meth:`save_result` writes them to a file without holding them.
+        """
         answer = ResultAnswer.from_cbor(self.call(ResultRequest(computation)))
         assert self.connection is not None
         if answer.running is not None:
@@ -375,7 +446,48 @@ class EnclaveClient:
         assert answer.result is not None
         signed = answer.result.to_cbor()
         statement = verify_statement(self.connection.signing_key, signed, "result", limits=self.limits)
-        return read_result(statement, signed, self.manifest, computation)
+        result = read_result(statement, signed, self.manifest, computation)
+        if result.stream is None or not rows:
+            return result
+        return dataclasses.replace(result, rows=plain_rows(list(self.stream_batches(result)), result.columns))
+
+    def stream_batches(self, result: Result) -> Iterator[pa.RecordBatch]:
+        """A streamed result's record batches, fetched one chunk ahead, every byte verified
+        (:func:`oblv_mpc.result_reader.read_stream`: it raises at the end if they do not match)."""
+        assert result.stream is not None, "the result is not streamed"
+
+        def fetch(index: int) -> ResultChunkAnswer:
+            return ResultChunkAnswer.from_cbor(self.call(ResultRequest(result.computation, index)))
+
+        return read_stream(result, ahead(fetcher(fetch, result.stream.chunks)), self.limits)
+
+    def save_result(
+        self, result: Result, path: Path, fmt: str, *, progress: Callable[[int], None] | None = None
+    ) -> list[list[Any]]:
+        """Write ``result`` to ``path`` as ``fmt`` (:data:`oblv_mpc.result_files.FORMATS`); return its first rows.
+
+        A streamed result goes straight from its chunks to the file, which appears only once every
+        byte was verified; ``progress`` is told the rows written. At most 100 rows are returned,
+        for a preview.
+        """
+        if result.stream is None:
+            result_files.write(result.columns, result.rows, path, fmt)
+            return result.rows[:_PREVIEW_ROWS]
+        batches = self.stream_batches(result)
+        first = next(batches, None)
+        if first is None:  # unreachable: a streamed result has a schema and rows
+            raise ProtocolError(f"the result of {result.computation} streamed no rows")
+        writer = result_files.BatchWriter(path, fmt, first.schema, result.columns)
+        try:
+            for batch in itertools.chain([first], batches):
+                writer.write(batch)
+                if progress is not None:
+                    progress(batch.num_rows)
+        except BaseException:
+            writer.abort()
+            raise
+        writer.commit()
+        return plain_rows([first.slice(0, _PREVIEW_ROWS)], result.columns)
 
     def wait_for_result(
         self,
@@ -384,11 +496,12 @@ class EnclaveClient:
         on_progress: Callable[[float, str], None] | None = None,
         poll_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        rows: bool = True,
     ) -> Result:
         """:meth:`result`, asked again every ``poll_s`` seconds while the enclave is generating it."""
         while True:
             try:
-                return self.result(computation)
+                return self.result(computation, rows=rows)
             except StillRunning as running:
                 if on_progress is not None:
                     on_progress(running.progress, running.stage)

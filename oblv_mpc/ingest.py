@@ -4,8 +4,11 @@ An ingest takes a table's bytes in pieces of any size, checks them against the m
 schema as they come, and at the end says what the whole table amounted to and hands over its
 typed columns. The same ingest runs on the client before anything is sent and in the enclave
 while chunks arrive (:mod:`oblv_mpc.enclave.uploads`), outside the session lock: it touches no
-shared state. :class:`oblv_mpc.tables.CsvIngest` reads CSV; another format (Arrow IPC, say)
-is another class with these three methods, chosen by the engine for the table.
+shared state. :class:`oblv_mpc.tables.CsvIngest` reads CSV (pieces of any size);
+:class:`oblv_mpc.arrow_ingest.ArrowIngest` reads an Arrow IPC stream (pieces of whole IPC
+messages). Each upload chunk names the format
+(:data:`oblv_mpc.protocol.messages.UPLOAD_FORMATS`); the engine picks the ingest. Both make
+columns of the types in :data:`ARROW_TYPES`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,23 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import pyarrow as pa
+
+from oblv_mpc.manifest import ColumnType, InputTable
+
+# The Arrow type each column type is held as, whichever format it arrived in.
+ARROW_TYPES = {
+    ColumnType.TEXT: pa.string(),
+    ColumnType.INTEGER: pa.int64(),
+    ColumnType.FLOAT: pa.float64(),
+    ColumnType.BOOLEAN: pa.bool_(),
+    ColumnType.DATE: pa.date32(),
+    ColumnType.TIMESTAMP: pa.timestamp("us"),
+}
+
+
+def arrow_schema(table: InputTable) -> pa.Schema:
+    """The table's columns, in the manifest's order, as an Arrow schema."""
+    return pa.schema([(c.name, ARROW_TYPES[c.type]) for c in table.columns])
 
 
 @dataclass(frozen=True)

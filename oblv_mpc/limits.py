@@ -42,6 +42,12 @@ class Limits:
     """bytes: one FastEnclaves request body, reassembled in enclave memory."""
     max_response_bytes: int = 256 * MiB
     """bytes: a sealed response (or statement) the client decodes."""
+    max_batch_bytes: int = 64 * MiB
+    """bytes: one Arrow record batch once read (a compressed one's declared size), checked before Arrow allocates it."""
+    result_chunk_bytes: int = 4 * MiB
+    """bytes: the Arrow IPC data of one chunk of a streamed result, as the enclave cuts it (at most max_chunk_bytes)."""
+    max_inline_result_cells: int = 100_000
+    """rows x columns a result statement carries inline; a larger result is streamed in Arrow IPC chunks."""
     max_manifest_bytes: int = 1 * MiB
     """bytes: a manifest given to ``POST /v1/provision``."""
     compute_memory_bytes: int = 4 * 1024 * MiB

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from oblv_mpc.errors import ProtocolError
 from oblv_mpc.manifest import Manifest
+from oblv_mpc.protocol._fields import Fields, malformed
 from oblv_mpc.protocol.commitment import commit
 from oblv_mpc.protocol.messages import Digest
 
@@ -38,8 +39,23 @@ class Receipt:
 
 
 @dataclass(frozen=True)
+class StreamInfo:
+    """What a result statement says of a streamed result: its chunks' SHA-256 and size, how many
+    chunks, how many rows (docs/protocol.md, "Results")."""
+
+    sha256: str
+    size: int
+    chunks: int
+    rows: int
+
+
+@dataclass(frozen=True)
 class Result:
-    """A computation's result, with the enclave's signature over it."""
+    """A computation's result, with the enclave's signature over it.
+
+    A large result is streamed (``stream`` set): its ``rows`` are those fetched into memory
+    (``EnclaveClient.result``), or none when it was written straight to a file.
+    """
 
     computation: str
     columns: list[tuple[str, str]]
@@ -49,6 +65,12 @@ class Result:
     inputs: dict[str, str]
     statement: dict[str, Any]
     signed: dict[str, bytes]
+    stream: StreamInfo | None = None
+
+    @property
+    def row_count(self) -> int:
+        """How many rows the result has, fetched or not."""
+        return self.stream.rows if self.stream is not None else len(self.rows)
 
     # For notebooks: the rows as typed tables (oblv_mpc.result_frames says how types map).
     def to_arrow(self) -> pa.Table:
@@ -71,10 +93,22 @@ class Result:
 
 
 def read_receipt(
-    statement: dict[str, Any], signed: dict[str, bytes], manifest: Manifest, party: str, table: str, sent: Digest
+    statement: dict[str, Any],
+    signed: dict[str, bytes],
+    manifest: Manifest,
+    party: str,
+    table: str,
+    sent: Digest,
+    *,
+    rows: int | None = None,
 ) -> Receipt:
-    """The receipt for ``party``'s upload of ``table``, if the verified statement is that receipt."""
-    expected = {"party": party, "table": table, "sha256": sent.sha256, "bytes": sent.size}
+    """The receipt for ``party``'s upload of ``table``, if the verified statement is that receipt.
+
+    ``rows``: how many rows the client sent, when it knows (an Arrow upload); the receipt must say so.
+    """
+    expected: dict[str, Any] = {"party": party, "table": table, "sha256": sent.sha256, "bytes": sent.size}
+    if rows is not None:
+        expected["rows"] = rows
     for name, value in expected.items():
         if statement.get(name) != value:
             raise ProtocolError(f"the receipt's {name} is {statement.get(name)!r}, expected {value!r}")
@@ -110,13 +144,28 @@ def read_result(statement: dict[str, Any], signed: dict[str, bytes], manifest: M
     if statement.get("computation") != computation or statement.get("manifest") != manifest.hash:
         raise ProtocolError("the result is for another computation or session")
     suppressed = statement.get("suppressed_groups")
+    stream = _stream_info(statement.get("stream"))
     return Result(
         computation=computation,
         columns=[(str(n), str(t)) for n, t in statement["columns"]],
-        rows=statement["rows"],
+        rows=statement["rows"] if stream is None else [],
         suppressed_groups=None if suppressed is None else int(suppressed),
         rules=dict(statement["rules"]),
         inputs=dict(statement["inputs"]),
         statement=statement,
         signed=signed,
+        stream=stream,
     )
+
+
+def _stream_info(value: Any) -> StreamInfo | None:
+    """The statement's ``stream``, checked: an Arrow stream's digest, size, chunk count and rows."""
+    if value is None:
+        return None
+    fields = Fields(value, "the result's stream", malformed)
+    if fields.text("format") != "arrow":
+        raise ProtocolError("the result is streamed in a format this client does not read")
+    sha256 = fields.text("sha256")
+    if len(sha256) != 64:
+        raise ProtocolError("the result's stream digest is not a SHA-256")
+    return StreamInfo(sha256, fields.count("bytes"), fields.count("chunks"), fields.count("rows"))

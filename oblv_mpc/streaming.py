@@ -57,6 +57,26 @@ def frames(stream_id: bytes, pieces: Iterable[bytes], chunk_bytes: int) -> Itera
         index += 1
 
 
+def whole_frames(stream_id: bytes, pieces: Iterable[bytes], limit: int) -> Iterator[tuple[Frame, Digest | None]]:
+    """The chunks of a stream whose pieces are its chunks, as they are (each at most ``limit`` bytes)."""
+    source = iter(pieces)
+    digest = hashlib.sha256()
+    size = 0
+    current = next(source, None)
+    if current is None:
+        raise ValueError("a stream of whole pieces needs at least one piece")
+    index = 0
+    while current is not None:
+        if len(current) > limit:
+            raise ValueError(f"a piece of {len(current)} bytes is more than a chunk may hold ({limit})")
+        following = next(source, None)
+        final = following is None
+        digest.update(current)
+        size += len(current)
+        yield Frame(stream_id, index, final, current), Digest(digest.hexdigest(), size) if final else None
+        current, index = following, index + 1
+
+
 def ahead(items: Iterator[T]) -> Iterator[T]:
     """Produce the next item in a worker thread while the caller uses the current one."""
     with ThreadPoolExecutor(max_workers=1) as worker:

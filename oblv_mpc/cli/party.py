@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -13,18 +14,28 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
-from oblv_mpc import manifest, profile, result_files
+from oblv_mpc import manifest, profile
 from oblv_mpc.cli._console import err, out, plain, print_json, styled, warn
 from oblv_mpc.cli._profile import JSON, PROFILE, connected
 from oblv_mpc.client import EnclaveClient, Receipt, Result
+from oblv_mpc.columnar import COMPRESSIONS
 from oblv_mpc.errors import EnclaveRefused, EnclaveUnreachable, InputDataError, UsageError
 from oblv_mpc.ingest import IngestSummary
 from oblv_mpc.manifest import InputTable
 from oblv_mpc.privacy_ledger import PrivacyLedger, check_new_instance
+from oblv_mpc.protocol.messages import ARROW, UPLOAD_FORMATS
 
 
 def _receipt_file(profile_dir: Path, table: str) -> Path:
@@ -36,6 +47,16 @@ def _receipt_file(profile_dir: Path, table: str) -> Path:
 def submit(
     file: Path = typer.Argument(..., metavar="FILE", help="The table to submit: a CSV or Parquet file."),
     table: str = typer.Option(..., "--table", metavar="TABLE", help="Which of your tables it is (e.g. employees)."),
+    fmt: str = typer.Option(
+        ARROW,
+        "--format",
+        metavar="FORMAT",
+        help="arrow: read the file here with Arrow and send typed record batches (fast; CSV or Parquet); "
+        "csv: check the whole file here, then send the CSV text for the enclave to parse.",
+    ),
+    compress: str | None = typer.Option(
+        None, "--compress", metavar="CODEC", help="With --format arrow: compress the batches (lz4 or zstd)."
+    ),
     allow_fresh_privacy_budget: bool = typer.Option(
         False,
         "--allow-fresh-privacy-budget",
@@ -45,6 +66,10 @@ def submit(
     as_json: bool = JSON,
 ) -> None:
     """Check the file against the manifest's schema here, then upload it sealed, and save the signed receipt."""
+    if fmt not in UPLOAD_FORMATS:
+        raise UsageError(f"--format {fmt!r}: expected one of {', '.join(UPLOAD_FORMATS)}")
+    if compress is not None and (fmt != ARROW or compress not in COMPRESSIONS):
+        raise UsageError(f"--compress takes {' or '.join(COMPRESSIONS)}, with --format arrow")
     saved = profile.Profile.load(profile_dir)
     loaded = manifest.load(Path(saved.manifest))
     qualified = table if "." in table else f"{saved.party}.{table}"
@@ -52,33 +77,54 @@ def submit(
     if declared is None or declared.party != saved.party:
         mine = ", ".join(t.table for t in loaded.inputs_of(saved.party)) or "none"
         raise UsageError(f"{table!r} is not one of your tables in {loaded.session} (yours: {mine})")
-    with _as_csv(file, declared) as csv_file:
-        summary = _check_here(file, csv_file, declared)
-        with connected(profile_dir) as (client, _):
-            assert client.connection is not None
-            check_new_instance(
-                PrivacyLedger(profile_dir),
-                loaded.hash,
-                client.connection.instance.hex(),
-                allow_fresh_budget=allow_fresh_privacy_budget,
-                warn=warn,
+    with _upload_file(file, declared, fmt) as upload_file, connected(profile_dir) as (client, _):
+        assert client.connection is not None
+        check_new_instance(
+            PrivacyLedger(profile_dir),
+            loaded.hash,
+            client.connection.instance.hex(),
+            allow_fresh_budget=allow_fresh_privacy_budget,
+            warn=warn,
+        )
+        if client.status()["inputs"][qualified]["frozen"]:  # no progress bar for an upload bound to be refused
+            raise EnclaveRefused(
+                "frozen",
+                f"{qualified} is frozen: a computation over it was already attempted; nothing was sent",
+                hint="a frozen table cannot be replaced in this session",
             )
-            if client.status()["inputs"][qualified]["frozen"]:  # no progress bar for an upload bound to be refused
-                raise EnclaveRefused(
-                    "frozen",
-                    f"{qualified} is frozen: a computation over it was already attempted; nothing was sent",
-                    hint="a frozen table cannot be replaced in this session",
-                )
-            receipt = _upload(client, qualified, file.name, csv_file, summary.size)
+        receipt = _upload(client, qualified, file.name, upload_file, fmt=fmt, compress=compress)
     _save_receipt(client, receipt, profile_dir, qualified, as_json=as_json)
 
 
-def _upload(client: EnclaveClient, qualified: str, shown: str, csv_file: Path, size: int) -> Receipt:
-    """The sealed upload, with a progress bar; a cut-off upload says what to do."""
+def _upload_file(file: Path, declared: InputTable, fmt: str) -> AbstractContextManager[Path]:
+    """The file to upload: read as it is with Arrow (each batch checked as it goes), or checked whole as CSV first."""
+    if fmt == ARROW:
+        err.print(f"reading {file.name} with Arrow; each batch is checked against {declared.qualified}'s schema")
+        return contextlib.nullcontext(file)
+    return _checked_csv(file, declared)
+
+
+@contextlib.contextmanager
+def _checked_csv(file: Path, declared: InputTable) -> Iterator[Path]:
+    with _as_csv(file, declared) as csv_file:
+        _check_here(file, csv_file, declared)
+        yield csv_file
+
+
+def _upload(
+    client: EnclaveClient, qualified: str, shown: str, path: Path, *, fmt: str, compress: str | None
+) -> Receipt:
+    """The sealed upload, with a progress bar once the first chunk went; a cut-off upload says what to do."""
     with _progress() as progress:
-        task = progress.add_task(f"uploading {shown}", total=size)
+        tasks: list[TaskID] = []  # no bar for a file refused here before anything was sent
+
+        def advance(size: int) -> None:
+            if not tasks:
+                tasks.append(progress.add_task(f"uploading {shown}", total=path.stat().st_size))
+            progress.advance(tasks[0], size)
+
         try:
-            return client.upload(qualified, csv_file, progress=lambda n: progress.advance(task, n))
+            return client.upload(qualified, path, progress=advance, format=fmt, compression=compress)
         except EnclaveUnreachable as exc:
             raise EnclaveUnreachable(
                 f"the upload was cut off: {exc.message}; the enclave keeps nothing of an unfinished upload",
@@ -87,12 +133,12 @@ def _upload(client: EnclaveClient, qualified: str, shown: str, csv_file: Path, s
 
 
 def _as_csv(file: Path, declared: InputTable) -> AbstractContextManager[Path]:
-    """The file to check and upload: ``file`` itself, or a Parquet file's CSV conversion."""
+    """The file to check and upload as CSV: ``file`` itself, or a Parquet file's CSV conversion."""
     from oblv_mpc.parquet_input import as_csv, is_parquet  # Arrow loads only for this command
 
     if not is_parquet(file):
         return contextlib.nullcontext(file)
-    err.print(f"{file.name} is a Parquet file: converting it to CSV for the upload (the enclave takes CSV)")
+    err.print(f"{file.name} is a Parquet file: converting it to CSV for the upload (--format csv)")
     return as_csv(file, declared)
 
 
@@ -241,10 +287,6 @@ def _suppressed(count: int | None) -> str:
     return f", {count} group(s) suppressed by the owners' rules" if count else ""
 
 
-def _write_result(result: Result, path: Path, fmt: str) -> None:
-    result_files.write(result.columns, result.rows, path, fmt)
-
-
 class ResultFormat(enum.StrEnum):
     """``mpc fetch --format``: what ``--out`` is written as."""
 
@@ -262,11 +304,15 @@ def fetch(
 ) -> None:
     """Fetch a result you may read: decrypted here, its enclave signature checked, shown and saved."""
     _check_readable(profile_dir, name)  # before any connection: a typo needs no enclave
-    with connected(profile_dir) as (client, _), _progress_bar(name) as on_progress:
-        result = client.wait_for_result(name, on_progress=on_progress)  # a synthetic release may take minutes
-    if output is not None:
-        _write_result(result, output, fmt.value)
-        err.print(f"wrote {output}")
+    streaming = output is not None and not as_json  # a large result goes to the file, never held here
+    with connected(profile_dir) as (client, _):
+        with _progress_bar(name) as on_progress:  # a synthetic release may take minutes
+            result = client.wait_for_result(name, on_progress=on_progress, rows=not streaming)
+        if output is not None:
+            shown = client.save_result(result, output, fmt.value)
+            err.print(f"wrote {output}")
+            if streaming:
+                result = dataclasses.replace(result, rows=shown)
     if as_json:
         names = [c[0] for c in result.columns]
         print_json(
@@ -280,7 +326,7 @@ def fetch(
             }
         )
         return
-    preview(result, saved_to=output)
+    preview(result, saved_to=output, total=result.row_count)
 
 
 @contextlib.contextmanager
@@ -319,8 +365,8 @@ def _check_readable(profile_dir: Path, name: str) -> None:
         )
 
 
-def preview(result: Result, limit: int = 20, *, saved_to: Path | None = None) -> None:
-    """A result as a table: the first rows, and what the release rules suppressed."""
+def preview(result: Result, limit: int = 20, *, saved_to: Path | None = None, total: int | None = None) -> None:
+    """A result as a table: its first rows (of ``total``, when it has more), and what release rules suppressed."""
     table = Table(
         title=plain(result.computation), title_justify="left", caption="signed by the enclave", caption_justify="left"
     )
@@ -332,9 +378,10 @@ def preview(result: Result, limit: int = 20, *, saved_to: Path | None = None) ->
     for row in result.rows[:limit]:
         table.add_row(*[plain(_cell(v)) for v in row])
     out.print(table)
-    if len(result.rows) > limit:
+    count = max(total or 0, len(result.rows))
+    if count > limit:
         where = f"all of them are in {saved_to}" if saved_to is not None else "use --out FILE for all of them"
-        out.print(styled("[dim]... {more} more rows ({where})[/]", more=f"{len(result.rows) - limit:,}", where=where))
+        out.print(styled("[dim]... {more} more rows ({where})[/]", more=f"{count - limit:,}", where=where))
     if result.rules.get("min_distinct"):
         out.print(plain(f"released under the owners' rules{_suppressed(result.suppressed_groups)}"))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from oblv_mpc.enclave.result_stream import StreamedResult
 from oblv_mpc.protocol.answers import SignedStatement
 
 
@@ -20,15 +21,17 @@ class InputRecord:
     time_ms: int
     salt: bytes  # in the owner's receipt only
     commitment: str  # what everyone else sees
+    format: str = "csv"  # what the bytes were: csv, or an Arrow IPC stream
 
 
 @dataclass(frozen=True)
 class ResultRecord:
-    """A computation that ran: its signed result statement."""
+    """A computation that ran: its signed result statement, and its chunks when it is streamed."""
 
     signed: SignedStatement
     rows: int
     suppressed_groups: int | None  # None: not disclosed
+    stream: StreamedResult | None = None
 
 
 # Refusal codes that are a computation's outcome (data-dependent): told to its readers only.

@@ -42,6 +42,7 @@ from oblv_mpc.protocol.answers import (
     ReceiptAnswer,
     Received,
     ResultAnswer,
+    ResultChunkAnswer,
     SignedStatement,
     StatusAnswer,
     TranscriptAnswer,
@@ -184,7 +185,7 @@ class Session:
         )
         record = InputRecord(
             party, table.qualified, summary.rows, upload.size, upload.sha256, upload.stream_id, self.now_ms(), salt,
-            commitment,
+            commitment, upload.content.format,
         )  # fmt: skip
         replaced = table.qualified in self.inputs
         self.inputs[table.qualified] = record
@@ -203,6 +204,7 @@ class Session:
             commitment=record.commitment,
             upload=record.upload_id.hex(),
             replaced=replaced,
+            format=record.format,
         )
 
     def _missing(self, name: str) -> list[str]:
@@ -291,16 +293,18 @@ class Session:
             return Refusal("withheld", f"{name}: {exc.reason}")
         except RunFailed as exc:
             return Refusal(exc.code, f"{name}: {exc.reason}")
+        stream = output.stream
         signed = self._statement(
             "result",
             computation=name,
             columns=[list(c) for c in output.columns],
-            rows=output.rows,
+            rows=output.rows if stream is None else None,  # a streamed result: its chunks, bound by `stream`
             suppressed_groups=output.suppressed_groups,
             rules={**computation.rules, "dp": output.dp},
             inputs=inputs,
+            **({"stream": stream.describe()} if stream is not None else {}),
         )
-        return ResultRecord(signed, len(output.rows), output.suppressed_groups)
+        return ResultRecord(signed, output.row_count, output.suppressed_groups, stream)
 
     def _spend(self, name: str, epsilon: float) -> None:
         """Draw on the session's privacy budget, or refuse to overspend it."""
@@ -381,11 +385,14 @@ class Session:
             record = self._run(name)
             return ComputeAnswer(name, record.rows, record.suppressed_groups)
 
-    def result(self, party: str, request: ResultRequest) -> ResultAnswer:
-        """A computation's signed result, for its readers only (runs it on first fetch)."""
+    def result(self, party: str, request: ResultRequest) -> ResultAnswer | ResultChunkAnswer:
+        """A computation's signed result, for its readers only (runs it on first fetch); or, with
+        ``chunk``, that chunk of a streamed result whose statement was fetched."""
         name = request.computation
         with self._lock:
             self._check_reader(party, name)
+            if request.chunk is not None:
+                return self._chunk(name, request.chunk)
             if self.manifest.computations[name].synthetic is not None:
                 running = self._synthetic_running(name)
                 if running is not None:  # asked again until it ends: no fetch event each time
@@ -394,6 +401,17 @@ class Session:
                 self.results[name] = self._attempt(name)
             self._record("fetch", {"computation": name, "party": party})  # released or refused alike
             return ResultAnswer(self._run(name).signed)
+
+    def _chunk(self, name: str, index: int) -> ResultChunkAnswer:
+        """Chunk ``index`` of a streamed result (lock held; sealing it is the channel's, outside)."""
+        if name not in self.results:
+            raise EnclaveRefused("bad_request", f"{name} has no result yet: fetch its signed statement first")
+        stream = self._run(name).stream
+        if stream is None:
+            raise EnclaveRefused("bad_request", f"{name}'s result is not streamed: its statement holds every row")
+        if index >= len(stream.chunks):
+            raise EnclaveRefused("bad_request", f"{name}'s result has {len(stream.chunks)} chunks, no chunk {index}")
+        return ResultChunkAnswer(name, index, index == len(stream.chunks) - 1, stream.chunks[index])
 
     def transcript(self, party: str) -> TranscriptAnswer:
         """Every event so far, and the signed head."""

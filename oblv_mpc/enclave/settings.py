@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.protocol.hpke import SuiteName
@@ -15,3 +16,5 @@ class EnclaveSettings:
     suite: SuiteName = SuiteName.X25519
     request_window_s: int = 300  # a request older than this, or as far in the future, is refused
     limits: Limits = DEFAULT_LIMITS
+    # DuckDB threads for computations whose result cannot depend on the plan (enclave/engine.py); others run on one.
+    compute_threads: int = field(default_factory=lambda: os.cpu_count() or 1)

@@ -23,10 +23,11 @@ from oblv_mpc.protocol.messages import Digest, UploadChunk
 
 @dataclass(frozen=True)
 class Staged:
-    """What an upload in progress fills: its table's ingest."""
+    """What an upload in progress fills: its table's ingest for the upload's format."""
 
     table: InputTable
     ingest: Ingest
+    format: str
 
 
 Upload = Stream[Staged]
@@ -35,15 +36,15 @@ Upload = Stream[Staged]
 class Uploads:
     """The session's uploads in progress (not thread-safe: see the module's docstring).
 
-    ``ingest`` makes the ingest for a table (the engine's); ``on_discard`` is told of every
-    upload discarded, with the reason (the session records it in the transcript).
+    ``ingest`` makes the ingest for a table and a format (the engine's); ``on_discard`` is told
+    of every upload discarded, with the reason (the session records it in the transcript).
     """
 
     def __init__(
         self,
         manifest: Manifest,
         limits: Limits,
-        ingest: Callable[[InputTable], Ingest],
+        ingest: Callable[[InputTable, str], Ingest],
         on_discard: Callable[[Upload, str], None],
     ) -> None:
         self.manifest = manifest
@@ -74,9 +75,22 @@ class Uploads:
         return table
 
     def place(self, party: str, chunk: UploadChunk, frozen: Collection[str], now_ms: int) -> Upload:
-        """Authorize the chunk and place it in its upload, which is busy until settled (lock held)."""
+        """Authorize the chunk and place it in its upload, which is busy until settled (lock held).
+
+        The first chunk names the upload's format; every later one must name the same.
+        """
         table = self.authorize(party, chunk.table, frozen)
-        return self._streams.accept(party, chunk.table, chunk.frame, now_ms, lambda: Staged(table, self._ingest(table)))
+        kind = chunk.format
+        upload = self._streams.accept(
+            party, chunk.table, chunk.frame, now_ms, lambda: Staged(table, self._ingest(table, kind), kind)
+        )
+        if upload.content.format != kind:
+            self._streams.release(upload)
+            self._streams.discard(upload, "format changed")
+            raise EnclaveRefused(
+                SEQUENCE, f"chunk {chunk.frame.index} is {kind}, its upload {upload.content.format}; upload discarded"
+            )
+        return upload
 
     @staticmethod
     def check(upload: Upload, chunk: UploadChunk) -> IngestSummary | None:

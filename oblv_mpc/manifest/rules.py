@@ -16,6 +16,10 @@ holds all of its rules, in order:
 How many groups were suppressed is told only if every owner whose threshold applied allows it
 (``disclose_suppressed``); otherwise a result says nothing about it, not even zero.
 
+Rules judge a result as Arrow record batches, one after another as the engine reads them (a large
+result is never held as Python rows): thresholds and helper columns batch by batch, the row
+limit on the rows released so far.
+
 Templates generate SQL; these rules judge results; neither reaches into the other.
 """
 
@@ -24,6 +28,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from oblv_mpc.manifest.naming import is_helper
 
@@ -38,11 +45,13 @@ class Withheld(Exception):
 
 @dataclass(frozen=True)
 class Judged:
-    """A result on its way out: its columns, its rows, how many rows rules suppressed."""
+    """A batch of a result on its way out: its columns (name, DuckDB type), its rows, how many
+    rows rules suppressed in it, and how many rows of the result were released before it."""
 
     columns: list[tuple[str, str]]
-    rows: list[list[Any]]
+    batch: pa.RecordBatch
     suppressed: int = 0
+    released_before: int = 0
 
 
 class Rule(Protocol):
@@ -73,10 +82,15 @@ class MinDistinctUnits:
         )
 
     def apply(self, result: Judged) -> Judged:
-        """Keep the groups with at least ``k`` units; count the others as suppressed."""
+        """Keep the groups with at least ``k`` units (a null count keeps none); count the others as suppressed."""
         index = [name for name, _ in result.columns].index(self.column)
-        kept = [row for row in result.rows if isinstance(row[index], int) and row[index] >= self.k]
-        return Judged(result.columns, kept, result.suppressed + len(result.rows) - len(kept))
+        counts = result.batch.column(index)
+        if pa.types.is_integer(counts.type):  # the enclave's own count(DISTINCT ...), always
+            kept = result.batch.filter(pc.greater_equal(counts, self.k))  # a null count is dropped
+        else:
+            kept = result.batch.slice(0, 0)
+        suppressed = result.suppressed + result.batch.num_rows - kept.num_rows
+        return Judged(result.columns, kept, suppressed, result.released_before)
 
 
 @dataclass(frozen=True)
@@ -90,8 +104,8 @@ class MaxOutputRows:
         return f"a result with more than {self.limit} rows is withheld entirely"
 
     def apply(self, result: Judged) -> Judged:
-        """The result unchanged, or :class:`Withheld` when it has too many rows."""
-        if len(result.rows) > self.limit:
+        """The batch unchanged, or :class:`Withheld` when the result has too many rows with it."""
+        if result.released_before + result.batch.num_rows > self.limit:
             raise Withheld(f"the result has more rows than max_output_rows ({self.limit}); nothing is released")
         return result
 
@@ -100,16 +114,17 @@ def _drop_helpers(result: Judged) -> Judged:
     keep = [i for i, (name, _) in enumerate(result.columns) if not is_helper(name)]
     if len(keep) == len(result.columns):
         return result
-    return Judged([result.columns[i] for i in keep], [[row[i] for i in keep] for row in result.rows], result.suppressed)
+    batch = result.batch.select(keep)
+    return Judged([result.columns[i] for i in keep], batch, result.suppressed, result.released_before)
 
 
 @dataclass(frozen=True)
 class Released:
-    """What leaves the enclave: columns, rows, and the suppressed count only where disclosed."""
+    """A batch that may leave the enclave: its columns and rows, and how many rows rules suppressed from it."""
 
     columns: list[tuple[str, str]]
-    rows: list[list[Any]]
-    suppressed: int | None
+    batch: pa.RecordBatch
+    suppressed: int
 
 
 @dataclass(frozen=True)
@@ -136,16 +151,20 @@ class ReleasePolicy:
             )
         return lines
 
-    def apply(self, columns: list[tuple[str, str]], rows: list[list[Any]]) -> Released:
-        """Judge a result: suppressed rows gone, helper columns gone; or :class:`Withheld`."""
-        result = Judged(columns, rows)
+    def apply(self, columns: list[tuple[str, str]], batch: pa.RecordBatch, released_before: int = 0) -> Released:
+        """Judge one batch of a result (``released_before`` rows of it were released already):
+        suppressed rows gone, helper columns gone; or :class:`Withheld`."""
+        result = Judged(columns, batch, 0, released_before)
         for threshold in self.thresholds:
             result = threshold.apply(result)
         result = _drop_helpers(result)
         for limit in self.limits:
             result = limit.apply(result)
-        disclosed = result.suppressed if self.disclose_suppressed or not self.thresholds else None
-        return Released(result.columns, result.rows, disclosed)
+        return Released(result.columns, result.batch, result.suppressed)
+
+    def disclosed(self, suppressed: int) -> int | None:
+        """How many groups the result may say were suppressed: None unless every owner allows it."""
+        return suppressed if self.disclose_suppressed or not self.thresholds else None
 
     def canonical(self) -> dict[str, Any]:
         """The rules as plain data, attached to every signed result."""

@@ -244,6 +244,27 @@ class ResultAnswer:
 
 
 @dataclass(frozen=True)
+class ResultChunkAnswer:
+    """One chunk of a streamed result: whole Arrow IPC messages (the SHA-256 of every chunk, in
+    order, is the signed result statement's ``stream.sha256``)."""
+
+    computation: str
+    index: int
+    final: bool
+    data: bytes
+
+    def to_cbor(self) -> dict[str, Any]:
+        """This object as plain data for CBOR."""
+        return {"computation": self.computation, "index": self.index, "final": self.final, "data": self.data}
+
+    @classmethod
+    def from_cbor(cls, value: Any) -> ResultChunkAnswer:
+        """Parse ``{computation, index, final, data}``."""
+        fields = Fields(value, "a result chunk", malformed)
+        return cls(fields.text("computation"), fields.count("index"), fields.flag("final"), fields.raw("data"))
+
+
+@dataclass(frozen=True)
 class TranscriptAnswer:
     """Every event so far, each as its encoded bytes, and the signed head."""
 

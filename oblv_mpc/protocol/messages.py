@@ -29,6 +29,8 @@ from oblv_mpc.limits import Limits
 from oblv_mpc.protocol._fields import Fields, refuse
 
 STREAM_ID_BYTES = 16
+CSV, ARROW = "csv", "arrow"
+UPLOAD_FORMATS = (CSV, ARROW)  # CSV text; an Arrow IPC stream cut at message boundaries
 _MAX_HEADERS = 100
 _MAX_TEXT_CHARS = 8192  # a path, a query, a header value
 
@@ -84,11 +86,16 @@ class Digest:
 
 @dataclass(frozen=True)
 class UploadChunk:
-    """One chunk of a table upload; the final one carries the client's :class:`Digest` of the file."""
+    """One chunk of a table upload; the final one carries the client's :class:`Digest` of the file.
+
+    ``format`` (every chunk): ``csv``, bytes of any size, or ``arrow``, whole Arrow IPC messages
+    per chunk (docs/protocol.md, "Uploads"). Absent means ``csv``.
+    """
 
     frame: Frame
     table: str
     digest: Digest | None = None
+    format: str = CSV
 
     @property
     def op(self) -> str:
@@ -98,6 +105,8 @@ class UploadChunk:
     def to_cbor(self) -> dict[str, Any]:
         """This object as plain data for CBOR."""
         body = {**self.frame.to_cbor("upload"), "table": self.table}
+        if self.format != CSV:
+            body["format"] = self.format
         if self.digest is not None:
             body |= {"sha256": self.digest.sha256, "bytes": self.digest.size}
         return body
@@ -110,7 +119,10 @@ class UploadChunk:
         table = fields.text("table")
         sha256, size = fields.optional_text("sha256"), fields.optional_count("bytes")
         digest = Digest(sha256, size) if sha256 is not None and size is not None else None
-        return cls(frame, table, digest)
+        kind = fields.text("format", CSV)
+        if kind not in UPLOAD_FORMATS:
+            raise refuse(f"an upload chunk's 'format' must be one of {', '.join(UPLOAD_FORMATS)}")
+        return cls(frame, table, digest, kind)
 
 
 @dataclass(frozen=True)
@@ -256,9 +268,11 @@ class ComputeRequest:
 
 @dataclass(frozen=True)
 class ResultRequest:
-    """Fetch a computation's signed result (its readers only)."""
+    """Fetch a computation's signed result (its readers only); with ``chunk``, that chunk of a
+    streamed result instead (docs/protocol.md, "Results")."""
 
     computation: str
+    chunk: int | None = None
 
     @property
     def op(self) -> str:
@@ -267,12 +281,16 @@ class ResultRequest:
 
     def to_cbor(self) -> dict[str, Any]:
         """This object as plain data for CBOR."""
-        return {"computation": self.computation}
+        body: dict[str, Any] = {"computation": self.computation}
+        if self.chunk is not None:
+            body["chunk"] = self.chunk
+        return body
 
     @classmethod
     def from_cbor(cls, value: Any, limits: Limits) -> ResultRequest:
-        """Parse ``{computation}``."""
-        return cls(Fields(value, "a result request", refuse).text("computation"))
+        """Parse ``{computation, chunk?}``."""
+        fields = Fields(value, "a result request", refuse)
+        return cls(fields.text("computation"), fields.optional_count("chunk"))
 
 
 RequestBody = UploadChunk | HttpChunk | StatusRequest | TranscriptRequest | ComputeRequest | ResultRequest
