@@ -91,7 +91,13 @@ def test_debug_enclave_needs_the_override(mpc: Runner, workspace: Path) -> None:
 
 
 @pytest.mark.slow
-def test_submit_shows_a_progress_bar_in_a_terminal(mpc: Runner, workspace: Path, server: Server) -> None:
+@pytest.mark.parametrize(
+    ("fmt", "first_step"),
+    [("arrow", "reading big.csv with Arrow"), ("csv", "checking big.csv")],  # csv: a bar for the local check too
+)
+def test_submit_shows_a_progress_bar_in_a_terminal(
+    mpc: Runner, workspace: Path, server: Server, fmt: str, first_step: str
+) -> None:
     import pty
     import select
 
@@ -100,7 +106,7 @@ def test_submit_shows_a_progress_bar_in_a_terminal(mpc: Runner, workspace: Path,
     big.write_text("email,age\n" + "".join(f"user{i}@example.com,{i % 90}\n" for i in range(300_000)))
     main, secondary = pty.openpty()
     process = subprocess.Popen(
-        [sys.executable, "-m", "oblv_mpc", "submit", "big.csv", "--table", "people"],
+        [sys.executable, "-m", "oblv_mpc", "submit", "big.csv", "--table", "people", "--format", fmt],
         cwd=workspace / "alice",
         env={**os.environ, "MPC_HOME": str(workspace / "home"), "TERM": "xterm-256color", "COLUMNS": "120"},
         stdin=secondary,
@@ -124,7 +130,7 @@ def test_submit_shows_a_progress_bar_in_a_terminal(mpc: Runner, workspace: Path,
     os.close(main)
     text = screen.decode("utf-8", "replace")
     assert process.returncode == 0, text
-    assert "checking big.csv" in text  # the local check, before anything is sent, has a bar too
+    assert first_step in text
     assert "uploading big.csv" in text
     assert "MB" in text and ("/s" in text)  # size and transfer speed columns
     assert "━" in text  # the bar itself
