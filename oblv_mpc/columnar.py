@@ -15,9 +15,9 @@ An error in the CSV is reported with its line, as the enclave's CSV check would 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -29,6 +29,7 @@ from oblv_mpc.ingest import IngestSummary, arrow_schema
 from oblv_mpc.ipc_frames import ChunkWriter
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import InputTable
+from oblv_mpc.parquet_input import check_schema, convert
 from oblv_mpc.tables import validate_file
 
 COMPRESSIONS = ("lz4", "zstd")
@@ -36,6 +37,7 @@ COMPRESSIONS = ("lz4", "zstd")
 # ahead about ten blocks: 2 MiB parse as fast as 8 and hold a quarter of the memory.
 _CSV_BLOCK = 2 * 1024 * 1024
 _PARQUET_MAGIC = b"PAR1"
+_T = TypeVar("_T")
 _NOTHING_KEPT = "fix the file and submit it again; the enclave keeps nothing of an upload without its last chunk"
 
 
@@ -67,55 +69,56 @@ class ColumnarFile:
         self.check = ArrowIngest(table, keep=False, limits=limits, digest=False)  # send_stream hashes the bytes
         self.summary: IngestSummary | None = None
         self.read_bytes = 0
+        self._parquet_file = False
 
-    def pieces(self) -> Iterator[bytes]:
+    def pieces(self) -> Generator[bytes, None, None]:
         """The stream's pieces, each checked before it is yielded; the last after the whole table passed."""
         writer = ChunkWriter(self.schema, self.chunk_bytes, self.compression)
         for batch in self._batches():
             for piece in writer.write(batch):
-                self.check.feed(piece)
+                self._checked(self.check.feed, piece)
                 yield piece
         last = writer.close()
-        self.check.feed(last)
-        self.summary = self.check.finish()
+        self._checked(self.check.feed, last)
+        self.summary = self._checked(lambda _: self.check.finish(), b"")
         yield last
+
+    def _checked(self, check: Callable[[bytes], _T], piece: bytes) -> _T:
+        """``check(piece)``; a refusal in the file's terms: a CSV's line (found by the CSV check), a Parquet row."""
+        try:
+            return check(piece)
+        except InputDataError as exc:
+            if not self._parquet_file:
+                self._recheck()
+            message = exc.message.replace(": row ", f": {self.path.name} row ", 1)
+            raise InputDataError(message, hint=_NOTHING_KEPT) from None
 
     def _batches(self) -> Iterator[pa.RecordBatch]:
         try:
             with self.path.open("rb") as handle:
-                parquet = handle.read(4) == _PARQUET_MAGIC
+                self._parquet_file = handle.read(4) == _PARQUET_MAGIC
         except OSError as exc:
             raise InputDataError(f"{self.path}: cannot read ({exc.strerror})") from None
-        return self._parquet() if parquet else self._csv()
+        return self._parquet() if self._parquet_file else self._csv()
 
     # -- Parquet ---------------------------------------------------------------------------------
 
     def _parquet(self) -> Iterator[pa.RecordBatch]:
+        """The Parquet file's batches, with the same type rules as ``--format csv`` (:mod:`oblv_mpc.parquet_input`)."""
         try:
             source = pq.ParquetFile(self.path)
         except (pa.ArrowException, OSError) as exc:
             raise self._fail(f"not a readable Parquet file ({exc})") from None
-        self._check_names(source.schema_arrow.names, "the Parquet file's columns")
-        size, total, done = self.path.stat().st_size, max(source.metadata.num_rows, 1), 0
-        for batch in source.iter_batches(batch_size=64 * 1024, columns=self.schema.names, use_threads=True):
-            done += batch.num_rows
-            self.read_bytes = size * done // total
-            yield self._cast(batch)
-
-    def _cast(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        arrays = []
-        for field in self.schema:
-            column = batch.column(field.name)
-            if column.type == field.type:
-                arrays.append(column)
-                continue
-            try:
-                arrays.append(column.cast(field.type, safe=True))
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise self._fail(
-                    f"column {field.name}: Parquet type {column.type} cannot be read as {field.type} ({exc})"
-                ) from None
-        return pa.RecordBatch.from_arrays(arrays, schema=self.schema)
+        with source:
+            check_schema(self.path, source.schema_arrow, self.table)
+            if source.metadata.num_rows > self.table.max_rows:
+                rows = source.metadata.num_rows
+                raise self._fail(f"{rows:,} rows, more than the manifest's max_rows ({self.table.max_rows:,})")
+            size, total, done = self.path.stat().st_size, max(source.metadata.num_rows, 1), 0
+            for batch in source.iter_batches(batch_size=64 * 1024, columns=self.schema.names, use_threads=True):
+                done += batch.num_rows
+                self.read_bytes = size * done // total
+                yield convert(batch, self.table, self.path)
 
     # -- CSV -------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""Parquet files as input tables: checked against the manifest's schema, sent as CSV.
+"""Parquet files as input tables: which column types convert to the manifest's, and as CSV.
 
-``mpc submit data.parquet`` takes a Parquet file where a CSV file goes. The enclave takes CSV
-today (a columnar Arrow upload is planned, issue 17), so the client converts: :func:`as_csv`
+``mpc submit data.parquet`` takes a Parquet file where a CSV file goes. By default it is read
+with Arrow and sent as record batches (:mod:`oblv_mpc.columnar`, with :func:`check_schema` and
+:func:`convert` below); with ``--format csv`` the client converts it: :func:`as_csv`
 checks the file's columns against the manifest's (names exactly the declared ones, in any
 order; types that convert without loss, below), then writes the table as CSV, batch by batch,
 into a private temporary folder (mode 0700, removed afterwards), and the CSV goes through the
@@ -72,7 +73,8 @@ def _accepts(declared: ColumnType, found: pa.DataType) -> bool:
     return bool(checks[declared](found))
 
 
-def _check_schema(path: Path, schema: pa.Schema, table: InputTable) -> None:
+def check_schema(path: Path, schema: pa.Schema, table: InputTable) -> None:
+    """Refuse a Parquet schema whose columns are not exactly the declared ones, or whose types do not convert."""
     declared = [c.name for c in table.columns]
     names = list(schema.names)
     missing = [n for n in declared if n not in names]
@@ -93,7 +95,8 @@ def _fail(table: InputTable, message: str) -> InputDataError:
     return InputDataError(f"{table.qualified}: {message}", hint="fix the file and submit it again; nothing was sent")
 
 
-def _converted(batch: pa.RecordBatch, table: InputTable, path: Path) -> pa.RecordBatch:
+def convert(batch: pa.RecordBatch, table: InputTable, path: Path) -> pa.RecordBatch:
+    """A batch of the file as the manifest's types, in its column order (after :func:`check_schema`)."""
     arrays = []
     for column in table.columns:
         values = batch.column(column.name)
@@ -103,7 +106,7 @@ def _converted(batch: pa.RecordBatch, table: InputTable, path: Path) -> pa.Recor
             arrays.append(values.cast(_TARGET[column.type]))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise _fail(table, f"{path.name}: column {column.name}: {exc}") from None
-    return pa.RecordBatch.from_arrays(arrays, names=[c.name for c in table.columns])
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema([(c.name, _TARGET[c.type]) for c in table.columns]))
 
 
 def rows_not_lines(error: InputDataError, path: Path) -> InputDataError:
@@ -125,7 +128,7 @@ def as_csv(path: Path, table: InputTable) -> Iterator[Path]:
     except (OSError, pa.ArrowException) as exc:
         raise _fail(table, f"{path.name}: not a readable Parquet file ({exc})") from None
     with contextlib.closing(parquet):
-        _check_schema(path, parquet.schema_arrow, table)
+        check_schema(path, parquet.schema_arrow, table)
         if parquet.metadata.num_rows > table.max_rows:
             raise _fail(
                 table, f"{path.name}: {parquet.metadata.num_rows:,} rows, more than max_rows ({table.max_rows:,})"
@@ -136,7 +139,7 @@ def as_csv(path: Path, table: InputTable) -> Iterator[Path]:
             try:
                 with pacsv.CSVWriter(converted, target) as writer:
                     for batch in parquet.iter_batches(batch_size=BATCH_ROWS, columns=target.names):
-                        writer.write_batch(_converted(batch, table, path))
+                        writer.write_batch(convert(batch, table, path))
             except (OSError, pa.ArrowException) as exc:
                 raise _fail(table, f"{path.name}: cannot be read to the end ({exc})") from None
             yield converted

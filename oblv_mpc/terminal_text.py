@@ -4,7 +4,7 @@ Text from outside (a manifest, an enclave's answer, another party's rows) reache
 through a terminal. Some characters are not shown there but obeyed: ``ESC [2K ESC [1G`` erases
 the line it is on, a carriage return goes back to the line's start and overwrites it, and a
 right-to-left override (U+202E) reorders what follows. Such text can show a party something
-other than what it agrees to. The set, by Unicode general category (docs/adr/0007-terminal-text.md
+other than what it agrees to. The set, by Unicode general category (docs/adr/0008-terminal-text.md
 says why these):
 
 - ``Cc``, control characters: C0 (U+0000-001F, with ESC, CR, BS), DEL (U+007F) and C1

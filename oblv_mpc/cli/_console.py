@@ -3,7 +3,7 @@
 Results go to stdout (:data:`out`), progress and diagnostics to stderr (:data:`err`). Most of
 what the CLI shows comes from outside: manifest text, other parties' rows in a result, the
 enclave's messages, attestation fields. Two rules hold for everything these consoles print, so
-that a renderer cannot forget them (docs/adr/0007-terminal-text.md):
+that a renderer cannot forget them (docs/adr/0008-terminal-text.md):
 
 1. **No markup in data.** The consoles interpret no Rich markup and no emoji codes in plain
    strings: ``out.print(f"[bold]{x}[/]")`` shows the brackets. Style comes only from

@@ -99,9 +99,43 @@ def submit(
 def _upload_file(file: Path, declared: InputTable, fmt: str) -> AbstractContextManager[Path]:
     """The file to upload: read as it is with Arrow (each batch checked as it goes), or checked whole as CSV first."""
     if fmt == ARROW:
-        err.print(f"reading {file.name} with Arrow; each batch is checked against {declared.qualified}'s schema")
+        _check_start(file, declared)
         return contextlib.nullcontext(file)
     return _checked_csv(file, declared)
+
+
+def _check_start(file: Path, declared: InputTable) -> None:
+    """Before connecting: read and check the file's first chunk (a small file whole), as the upload will.
+
+    A bad header, a schema that does not fit or a bad value near the start is refused with
+    nothing sent; the rest of a large file is checked batch by batch as it is sent, and a refusal
+    there leaves nothing in the enclave either (its final chunk never goes).
+    """
+    from oblv_mpc.client import DEFAULT_CHUNK_BYTES
+    from oblv_mpc.columnar import ColumnarFile
+
+    what = f"{file.name} is a Parquet file:" if _is_parquet(file) else f"{file.name} is"
+    err.print(f"{what} read here with Arrow and sent as typed record batches")
+    err.print(f"checking {file.name} against the schema of {declared.qualified} (nothing is sent yet)")
+    start = ColumnarFile(file, declared, chunk_bytes=DEFAULT_CHUNK_BYTES)
+    pieces = start.pieces()
+    try:
+        next(pieces)
+    except InputDataError as exc:
+        raise InputDataError(exc.message, hint="fix the file and submit it again; nothing was sent") from None
+    finally:
+        pieces.close()
+    if start.summary is not None:
+        shown = f"{start.summary.rows:,} rows passed the check"
+    else:
+        shown = f"the first {start.check.rows:,} rows passed the check; the rest is checked as it is sent"
+    err.print(styled("[green]✓[/] {summary}", summary=shown))
+
+
+def _is_parquet(file: Path) -> bool:
+    from oblv_mpc.parquet_input import is_parquet
+
+    return is_parquet(file)
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ the (signed, sealed) answer with ``from_cbor``; an answer of the wrong shape is 
 Chunked streams (table uploads, FastEnclaves requests, later streamed results) share one
 :class:`Frame`: which stream, the chunk's index, whether it is the last, its bytes. The wire
 names of the stream id differ by operation (``upload`` for uploads, ``stream`` for http), as
-they always have. See docs/protocol.md and docs/adr/typed-messages-and-one-stream.md.
+they always have. See docs/protocol.md and docs/adr/0010-typed-messages-and-one-stream.md.
 """
 
 from __future__ import annotations

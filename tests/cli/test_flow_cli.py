@@ -93,7 +93,7 @@ def test_debug_enclave_needs_the_override(mpc: Runner, workspace: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("fmt", "first_step"),
-    [("arrow", "reading big.csv with Arrow"), ("csv", "checking big.csv")],  # csv: a bar for the local check too
+    [("arrow", "big.csv is read here with Arrow"), ("csv", "checking big.csv")],  # csv: a bar for the local check too
 )
 def test_submit_shows_a_progress_bar_in_a_terminal(
     mpc: Runner, workspace: Path, server: Server, fmt: str, first_step: str
