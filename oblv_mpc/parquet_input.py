@@ -35,18 +35,11 @@ import pyarrow.parquet as pq
 import pyarrow.types as pat
 
 from oblv_mpc.errors import InputDataError
+from oblv_mpc.ingest import ARROW_TYPES, arrow_schema
 from oblv_mpc.manifest import ColumnType, InputTable
 
 MAGIC = b"PAR1"
 BATCH_ROWS = 64 * 1024
-_TARGET = {
-    ColumnType.TEXT: pa.string(),
-    ColumnType.INTEGER: pa.int64(),
-    ColumnType.FLOAT: pa.float64(),
-    ColumnType.BOOLEAN: pa.bool_(),
-    ColumnType.DATE: pa.date32(),
-    ColumnType.TIMESTAMP: pa.timestamp("us"),
-}
 _LINE = re.compile(r"\bline (\d+)")
 
 
@@ -103,10 +96,10 @@ def convert(batch: pa.RecordBatch, table: InputTable, path: Path) -> pa.RecordBa
         if pat.is_dictionary(values.type):
             values = values.dictionary_decode()
         try:
-            arrays.append(values.cast(_TARGET[column.type]))
+            arrays.append(values.cast(ARROW_TYPES[column.type]))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             raise _fail(table, f"{path.name}: column {column.name}: {exc}") from None
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema([(c.name, _TARGET[c.type]) for c in table.columns]))
+    return pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(table))
 
 
 def rows_not_lines(error: InputDataError, path: Path) -> InputDataError:
@@ -133,7 +126,7 @@ def as_csv(path: Path, table: InputTable) -> Iterator[Path]:
             raise _fail(
                 table, f"{path.name}: {parquet.metadata.num_rows:,} rows, more than max_rows ({table.max_rows:,})"
             )
-        target = pa.schema([(c.name, _TARGET[c.type]) for c in table.columns])
+        target = arrow_schema(table)
         with tempfile.TemporaryDirectory(prefix="mpc-parquet-") as folder:
             converted = Path(folder) / f"{path.stem}.csv"
             try:

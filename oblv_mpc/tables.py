@@ -52,23 +52,14 @@ import pyarrow.csv as pacsv
 from oblv_mpc.csv_lines import LineSplitter, first_line_end
 from oblv_mpc.csv_problems import Problem, find_row, value_problem
 from oblv_mpc.errors import InputDataError
-from oblv_mpc.ingest import IngestSummary
-from oblv_mpc.manifest import Column, ColumnType, InputTable
+from oblv_mpc.ingest import ARROW_TYPES, IngestSummary, arrow_schema
+from oblv_mpc.manifest import Column, InputTable
 from oblv_mpc.manifest.templates import quote
 
 READ_BLOCK = 4 * 1024 * 1024
 _PARSE = pacsv.ParseOptions(newlines_in_values=True)  # otherwise Arrow's defaults (quoting above)
 _PRIVATE_DUCKDB = {"enable_external_access": False, "lock_configuration": True}
 
-# Column types as the CSV reader converts them (Apache Arrow's parsers, in C++).
-_ARROW_TYPES = {
-    ColumnType.TEXT: pa.string(),
-    ColumnType.INTEGER: pa.int64(),
-    ColumnType.FLOAT: pa.float64(),
-    ColumnType.BOOLEAN: pa.bool_(),
-    ColumnType.DATE: pa.date32(),
-    ColumnType.TIMESTAMP: pa.timestamp("us"),
-}
 # The reader's conversion error: "In CSV column #1: CSV conversion error to double: invalid value 'abc'"
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: [^']*'(.*)'$", re.DOTALL)
 
@@ -142,7 +133,7 @@ class CsvIngest:
     def table_data(self) -> pa.Table:
         """The whole table, typed, in the manifest's column order (``keep=True`` only)."""
         assert self.keep and self._finished
-        schema = pa.schema([(c.name, _ARROW_TYPES[c.type]) for c in self.table.columns])
+        schema = arrow_schema(self.table)
         return pa.concat_tables(self._pieces) if self._pieces else schema.empty_table()
 
     def _process(self, block: bytes) -> None:
@@ -185,7 +176,7 @@ class CsvIngest:
         one; ``on_invalid_row`` is told of rows with too few or too many fields."""
         names = self._header
         assert names is not None
-        types = {c.name: _ARROW_TYPES[c.type] if typed else pa.string() for c in self.table.columns}
+        types = {c.name: ARROW_TYPES[c.type] if typed else pa.string() for c in self.table.columns}
         block = _guarded(block)
         parse = _PARSE
         if on_invalid_row is not None:
