@@ -86,11 +86,15 @@ def session(tmp_path: Path) -> Iterator[Session]:
     write_pcr_file(ca.policy(measurements), pcr_file)
     with ServerThread(create_app(loaded, SimulatedNsm(ca, measurements), settings())) as server:
         for party in ("alice", "bob"):
-            emails = [f"shared-{i:03d}@example.com" for i in range(SHARED)] + [f"{party}-{i}@example.com" for i in range(40)]
+            emails = [f"shared-{i:03d}@example.com" for i in range(SHARED)] + [
+                f"{party}-{i}@example.com" for i in range(40)
+            ]
             (tmp_path / party / "people.csv").write_text("email\n" + "\n".join(emails) + "\n", encoding="utf-8")
             with httpx.Client(base_url=server.url, timeout=30) as http:
                 private = keys.load_private_key(key_files[party].private)
-                EnclaveClient(http, loaded, private, ca.policy(measurements)).upload("people", tmp_path / party / "people.csv")
+                EnclaveClient(http, loaded, private, ca.policy(measurements)).upload(
+                    "people", tmp_path / party / "people.csv"
+                )
         yield Session(tmp_path, server.url, manifest_path, pcr_file, key_files)
 
 
@@ -147,7 +151,9 @@ def _flip_middle(n: int, content: bytes) -> Response | None:
     if n != 3:
         return None
     at = len(content) // 2
-    return Response(content[:at] + bytes([content[at] ^ 1]) + content[at + 1 :], 200, media_type="application/octet-stream")
+    return Response(
+        content[:at] + bytes([content[at] ^ 1]) + content[at + 1 :], 200, media_type="application/octet-stream"
+    )
 
 
 @pytest.mark.parametrize(

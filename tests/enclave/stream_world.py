@@ -49,11 +49,17 @@ def uploaded(
     rows: int = 400,
     document: dict[str, Any] | None = None,
     parties: tuple[str, ...] = PARTIES,
+    whole_salaries: bool = False,
 ) -> World:
-    """A session (every built-in template, or ``document``) with every party's employees uploaded."""
+    """A session (every built-in template, or ``document``) with every party's employees uploaded
+    (``whole_salaries``: salaries rounded to integers, for a manifest that types them so)."""
     world = make_world(
         tmp_path, all_keys, dev_ca, measurements, parties, settings(inline_cells, threads), rows, document
     )
+    if whole_salaries:
+        for path in world.files.values():
+            lines = path.read_text().splitlines()
+            path.write_text("\n".join([lines[0], *(line.rsplit(".", 1)[0] for line in lines[1:])]) + "\n")
     for party, client in world.clients.items():
         client.upload("employees", world.files[party])
     return world
@@ -88,4 +94,3 @@ def typed_document(all_keys: dict[str, keys.PrivateKey]) -> dict[str, Any]:
     doc = unrestricted(session_document(all_keys, PARTIES))
     doc["computations"]["typed"] = {"sql": TYPED_SQL, "readers": ["alice"]}
     return doc
-

@@ -79,7 +79,9 @@ def test_a_streamed_result_is_written_exactly_as_the_same_result_inline(
     assert not list(tmp_path.glob(".*.partial"))
 
 
-def test_every_type_keeps_its_kind_in_each_format(build: Build, all_keys: dict[str, keys.PrivateKey], tmp_path: Path) -> None:
+def test_every_type_keeps_its_kind_in_each_format(
+    build: Build, all_keys: dict[str, keys.PrivateKey], tmp_path: Path
+) -> None:
     """Null and empty text stay apart, booleans stay booleans, big integers stay whole, dates stay dates."""
     world = build(document=typed_document(all_keys))
     rows = {row[0]: row for row in world.clients["alice"].result("typed").rows}
@@ -89,7 +91,10 @@ def test_every_type_keeps_its_kind_in_each_format(build: Build, all_keys: dict[s
         by_id = {line["id"]: line for line in csv.DictReader(handle)}
     assert rows["alice-102"][4] == "" and by_id["alice-102"]["note"] == ""  # empty text
     assert rows["alice-105"][4] is None and by_id["alice-105"]["note"] == ""
-    assert '"alice-102",2024-06-09,' in (tmp_path / "typed.csv").read_text() and ',"",' in (tmp_path / "typed.csv").read_text()
+    assert (
+        '"alice-102",2024-06-09,' in (tmp_path / "typed.csv").read_text()
+        and ',"",' in (tmp_path / "typed.csv").read_text()
+    )
     assert by_id["alice-10"]["day"] == "" and by_id["alice-10"]["even"] == "true"
     assert by_id["alice-101"]["big"] == "10100000000000000000000" and by_id["alice-101"]["share"] == "12.625"
     objects = {o["id"]: o for o in json.loads((tmp_path / "typed.json").read_text())}

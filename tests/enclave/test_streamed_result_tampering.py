@@ -50,7 +50,9 @@ def _through(world: World, tamper: Tamper) -> EnclaveClient:
             content=request.content,
             headers={k: v for k, v in request.headers.items() if k.lower() in _FORWARDED},
         )
-        answer = httpx.Response(real.status_code, headers={"content-type": real.headers["content-type"]}, content=real.content)
+        answer = httpx.Response(
+            real.status_code, headers={"content-type": real.headers["content-type"]}, content=real.content
+        )
         if request.method == "POST" and request.url.path == "/v1/result":
             seen[0] += 1
             return tamper(seen[0] - 1, answer)
@@ -175,7 +177,9 @@ def _keep(world: World, computation: str, chunks: list[bytes]) -> None:
     session = session_of(world)
     record = session.results[computation]
     assert isinstance(record, ResultRecord) and record.stream is not None
-    session.results[computation] = dataclasses.replace(record, stream=dataclasses.replace(record.stream, chunks=tuple(chunks)))
+    session.results[computation] = dataclasses.replace(
+        record, stream=dataclasses.replace(record.stream, chunks=tuple(chunks))
+    )
 
 
 def _kept(world: World, computation: str = "typed") -> list[bytes]:
