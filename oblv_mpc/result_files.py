@@ -9,7 +9,8 @@ to a file does not depend on whether it was small enough to travel inline
 
 :class:`BatchWriter` never holds a result whole: it writes to a hidden partial file beside the
 target, renamed onto it only once every byte was verified (:meth:`BatchWriter.commit`), deleted
-otherwise (:meth:`BatchWriter.abort`). Its CSV comes from Arrow's CSV writer (text quoted,
+otherwise (:meth:`BatchWriter.abort`). Its CSV has a header quoted only where needed and rows
+from Arrow's CSV writer (text quoted,
 booleans ``true``/``false``, a null empty and an empty text ``""``, timestamps
 ``2024-01-01 12:30:00.000000``); its Parquet keeps the Arrow types; its JSON one object per row,
 values as :func:`plain` gives them.
@@ -18,8 +19,10 @@ values as :func:`plain` gives them.
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as dt
 import decimal
+import io
 import json
 import re
 from collections.abc import Sequence
@@ -137,11 +140,18 @@ class BatchWriter:
         self._fmt = fmt
         self._columns = list(columns)
         self._csv: pacsv.CSVWriter | None = None
+        self._csv_file: IO[bytes] | None = None
         self._parquet: pq.ParquetWriter | None = None
         self._json: IO[str] | None = None
         self._first = True
         if fmt == "csv":
-            self._csv = pacsv.CSVWriter(self.partial, schema, write_options=pacsv.WriteOptions(quoting_style="needed"))
+            # The header as the csv module quotes it (only where needed), the values by Arrow (text quoted).
+            header = io.StringIO()
+            csv.writer(header).writerow(schema.names)
+            self._csv_file = self.partial.open("wb")
+            self._csv_file.write(header.getvalue().encode("utf-8"))
+            options = pacsv.WriteOptions(include_header=False, quoting_style="needed")
+            self._csv = pacsv.CSVWriter(self._csv_file, schema, write_options=options)
         elif fmt == "parquet":
             self._parquet = pq.ParquetWriter(self.partial, schema)
         else:
@@ -163,6 +173,8 @@ class BatchWriter:
     def _close(self) -> None:
         if self._csv is not None:
             self._csv.close()
+        if self._csv_file is not None:
+            self._csv_file.close()
         if self._parquet is not None:
             self._parquet.close()
         if self._json is not None:
