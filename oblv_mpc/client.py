@@ -466,11 +466,12 @@ class EnclaveClient:
     ) -> list[list[Any]]:
         """Write ``result`` to ``path`` as ``fmt`` (:data:`oblv_mpc.result_files.FORMATS`); return its first rows.
 
-        A streamed result goes straight from its chunks to the file, which appears only once every
+        Either way the file is the same (:mod:`oblv_mpc.result_files`). A streamed result whose rows
+        were not fetched goes straight from its chunks to the file, which appears only once every
         byte was verified; ``progress`` is told the rows written. At most 100 rows are returned,
         for a preview.
         """
-        if result.stream is None:
+        if result.stream is None or result.rows:  # inline, or streamed and already fetched (and verified)
             result_files.write(result.columns, result.rows, path, fmt)
             return result.rows[:_PREVIEW_ROWS]
         batches = self.stream_batches(result)

@@ -405,6 +405,9 @@ class Session:
     def _chunk(self, name: str, index: int) -> ResultChunkAnswer:
         """Chunk ``index`` of a streamed result (lock held; sealing it is the channel's, outside)."""
         if name not in self.results:
+            missing = self._missing(name)
+            if missing:  # as the statement's fetch says it: a chunk tells nothing the statement would not
+                raise NotReady(f"{name} is waiting for {', '.join(missing)}", hint="try again when every input is in")
             raise EnclaveRefused("bad_request", f"{name} has no result yet: fetch its signed statement first")
         stream = self._run(name).stream
         if stream is None:
