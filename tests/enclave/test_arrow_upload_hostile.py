@@ -24,7 +24,6 @@ from tests.arrow_forge import (
     BATCH_COMPRESSION,
     BATCH_LENGTH,
     EMPLOYEES,
-    END,
     MESSAGE_BODY_LENGTH,
     MESSAGE_VERSION,
     edit,
@@ -193,7 +192,7 @@ def test_a_chunk_that_splits_a_message_is_refused_at_once_not_buffered(world: Wo
     upload = os.urandom(16)
     alice = world.client("alice")
     first = UploadChunk(Frame(upload, 0, False, schema + batch[:40]), TABLE, None, ARROW)
-    with pytest.raises(InputDataError, match="chunk 1: .*metadata length the chunk does not hold"):
+    with pytest.raises(InputDataError, match=r"chunk 1: .*metadata length the chunk does not hold"):
         alice.call(first)  # refused on the chunk itself: the enclave never waits for the rest of a message
     rest = UploadChunk(Frame(upload, 1, True, batch[40:] + end), TABLE, Digest("0" * 64, 1), ARROW)
     with pytest.raises(EnclaveRefused, match="not in progress"):
