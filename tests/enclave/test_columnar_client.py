@@ -48,7 +48,7 @@ AWKWARD = (
 @pytest.fixture
 def make(
     tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
-) -> Iterator[Any]:
+) -> Any:
     """Fresh sessions (each with alice's extra ``kinds`` table of every column type), one per call."""
     made = [0]
 
@@ -61,7 +61,7 @@ def make(
         folder.mkdir()
         return make_world(folder, all_keys, dev_ca, measurements, document=document)
 
-    yield world
+    return world
 
 
 def _rows(world: World, table: str) -> list[tuple[Any, ...]]:
