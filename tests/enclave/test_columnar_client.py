@@ -20,6 +20,8 @@ from oblv_mpc import keys
 from oblv_mpc.attestation import DevelopmentCA, Measurements
 from oblv_mpc.columnar import ColumnarFile
 from oblv_mpc.errors import InputDataError
+from oblv_mpc.ingest import ARROW_TYPES
+from oblv_mpc.manifest import ColumnType
 from oblv_mpc.protocol.messages import ARROW, CSV
 from tests.enclave.conftest import PARTIES, World, make_world, session_document
 
@@ -138,7 +140,7 @@ def test_parquet_keeps_an_empty_string_that_csv_cannot_carry_but_never_as_a_key(
     table = pa.table({"name": ["a", "b"], "note": ["", None]})
     for name, kind in KINDS.items():
         if name not in table.column_names:
-            table = table.append_column(name, pa.nulls(2, {"integer": pa.int64(), "float": pa.float64()}.get(kind)))
+            table = table.append_column(name, pa.nulls(2, ARROW_TYPES[ColumnType(kind)]))
     parquet = tmp_path / "empty.parquet"
     pq.write_table(table, parquet)
     world = make()
