@@ -37,9 +37,15 @@ from oblv_mpc.manifest import ColumnType, InputTable
 _SHOWN_CHARS = 40
 
 
+_SHOWN_COLUMNS = 12
+
+
 def describe(schema: pa.Schema) -> str:
-    """A schema in one line: ``(id: string, salary: double)``."""
-    return "(" + ", ".join(f"{field.name}: {field.type}" for field in schema) + ")"
+    """A schema in one line: ``(id: string, salary: double)``, clipped: it may be a hostile party's."""
+    shown = [f"{_clip(field.name)}: {_clip(str(field.type), 80)}" for field in list(schema)[:_SHOWN_COLUMNS]]
+    if len(schema) > _SHOWN_COLUMNS:
+        shown.append(f"... {len(schema) - _SHOWN_COLUMNS} more")
+    return "(" + ", ".join(shown) + ")"
 
 
 class ArrowIngest:
@@ -63,6 +69,7 @@ class ArrowIngest:
         )
         self._finished = False
         self._rows = 0
+        self._admitted = 0  # rows of the batches admitted so far, the current piece's included
         self._bytes = 0
         self._held = 0
         self._pieces = 0
@@ -101,16 +108,19 @@ class ArrowIngest:
 
     def _accept_schema(self, schema: pa.Schema) -> pa.Schema:
         """The stream's columns must be the manifest's; batches are decoded with the manifest's schema."""
-        sent = [(field.name, field.type) for field in schema]
-        if sent != [(field.name, field.type) for field in self.schema]:
+        problems = schema_problems(schema, self.schema)
+        if problems:
             raise self._fail(
-                f"the Arrow stream's columns are {describe(schema)}, expected exactly {describe(self.schema)}"
+                f"the Arrow stream's columns do not match the manifest: {'; '.join(problems)} "
+                f"(sent {describe(schema)}, expected exactly {describe(self.schema)})"
             )
         return self.schema
 
     def _admit(self, info: MessageInfo, size: int) -> None:
         """A batch's rows and size, from its metadata, within the manifest's limits before it is read."""
-        if self._rows + info.rows > self.table.max_rows:
+        # Counted as each batch is admitted: a piece may hold many batches, each under max_rows.
+        self._admitted += info.rows
+        if self._admitted > self.table.max_rows:
             raise self._fail(f"more than the manifest's max_rows ({self.table.max_rows:,} rows)")
         self._held += size
         if self._held > self.table.max_bytes:
@@ -127,9 +137,19 @@ class ArrowIngest:
                         f"row {self._rows + 1 + index}, column {column.name}: expected a finite float, "
                         f"found {values[index].as_py()}"
                     )
-            if column.name in self.table.key and values.null_count:
+            if column.name not in self.table.key:
+                continue
+            if values.null_count:
                 index = pc.index(pc.is_null(values), True).as_py()
                 raise self._fail(f"row {self._rows + 1 + index}, column {column.name}: a key column may not be empty")
+            if column.type is ColumnType.TEXT:  # CSV cannot carry "" (an empty field is null): nor may Arrow
+                empty = pc.equal(pc.binary_length(values), 0)
+                if pc.any(empty).as_py():
+                    index = pc.index(empty, True).as_py()
+                    raise self._fail(
+                        f"row {self._rows + 1 + index}, column {column.name}: a key column may not be empty "
+                        "(an empty string)"
+                    )
 
     def finish(self) -> IngestSummary:
         """End of the stream: its end marker, at least one row, unique keys."""
@@ -158,6 +178,29 @@ class ArrowIngest:
         """The whole table, typed, in the manifest's column order (``keep=True``, after :meth:`finish`)."""
         assert self.keep and self._finished
         return pa.Table.from_batches(self._batches, schema=self.schema)
+
+
+def schema_problems(sent: pa.Schema, expected: pa.Schema) -> list[str]:
+    """What differs between two schemas, column by column, in words (empty: they are equal)."""
+    names, wanted = sent.names, expected.names
+    problems = [f"missing column {name}" for name in wanted if name not in names]
+    extra = [name for name in dict.fromkeys(names) if name not in wanted]
+    problems += [f"unexpected column {_clip(name)}" for name in extra[:_SHOWN_COLUMNS]]
+    if len(extra) > _SHOWN_COLUMNS:
+        problems.append(f"{len(extra) - _SHOWN_COLUMNS} more unexpected columns")
+    problems += [f"column {name} sent twice" for name in wanted if names.count(name) > 1]
+    for field in expected:
+        if names.count(field.name) == 1 and (sent_type := sent.field(field.name).type) != field.type:
+            problems.append(f"column {field.name} is {_clip(str(sent_type), 80)}, expected {field.type}")
+    if not problems and names != wanted:
+        problems.append(f"columns in another order, expected {', '.join(wanted)}")
+    return problems
+
+
+def _clip(text: str, chars: int = _SHOWN_CHARS) -> str:
+    """A name or type from the stream, clipped; shown as a repr when it holds anything but plain characters."""
+    shown = text if text.isprintable() and text.strip() == text and text else repr(text)
+    return shown if len(shown) <= chars else shown[: chars - 3] + "..."
 
 
 def _shown(value: object) -> str:

@@ -18,7 +18,8 @@ FlatBuffers layout (flatbuffers.dev, "Internals"): a table starts with a signed 
 back to its vtable; the vtable holds its own size, the table's size, and one 16-bit offset per
 field (0: absent, the default applies); an offset field holds an unsigned 32-bit offset from
 itself to its target; a vector is a 32-bit length and its elements. Arrow's ``Message.fbs``:
-``Message {version: short, header_type: ubyte, header: offset, bodyLength: long, ...}`` and
+``Message {version: short, header_type: ubyte, header: offset, bodyLength: long, custom_metadata:
+[KeyValue]}`` and
 ``RecordBatch {length: long, nodes: [FieldNode], buffers: [Buffer], compression: BodyCompression,
 variadicBufferCounts: [long]}`` with ``Buffer {offset: long, length: long}``.
 """
@@ -38,6 +39,7 @@ END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
 SCHEMA, DICTIONARY_BATCH, RECORD_BATCH = 1, 2, 3  # MessageHeader union tags
 _KINDS = {1: "schema", 2: "dictionary batch", 3: "record batch", 4: "tensor", 5: "sparse tensor"}
 CODECS = {0: "lz4_frame", 1: "zstd"}  # CompressionType
+V5 = 4  # MetadataVersion.V5, the current format: the only one read
 _MAX_BUFFERS = 1 << 16  # buffers one record batch may list (a few per column)
 
 
@@ -140,6 +142,14 @@ def read_metadata(metadata: memoryview) -> MessageInfo:
     """The fields of a ``Message`` FlatBuffer this protocol needs; raises :class:`MalformedIpc`."""
     reader = _Reader(metadata)
     message = reader.table(reader.scalar("<I", 0))
+    # Arrow reads a V4 record batch as compressed when the message's custom metadata says
+    # "ARROW:experimental_compression" (Arrow 0.17's format), whatever its BodyCompression says:
+    # that would bypass the cap on declared sizes below. Only V5, without custom metadata.
+    version = reader.scalar_field(message, 0, "<h", 0)
+    if version != V5:
+        raise MalformedIpc(f"a message in Arrow IPC metadata version {version + 1}, not 5 (the current format)")
+    if reader.field(message, 4) is not None:
+        raise MalformedIpc("a message carries custom metadata (none is expected)")
     kind = reader.scalar_field(message, 1, "<B", 0)
     body_length = reader.scalar_field(message, 3, "<q", 0)
     if body_length < 0:
@@ -193,9 +203,10 @@ def messages(piece: bytes | memoryview) -> Iterator[Message | None]:
             raise MalformedIpc(f"no Arrow IPC message starts at byte {pos} of the chunk")
         (length,) = struct.unpack_from("<i", view, pos + 4)
         if length == 0:
+            if pos + 8 < len(view):
+                raise MalformedIpc(f"{len(view) - pos - 8:,} bytes after the end-of-stream marker")
             yield None
-            pos += 8
-            continue
+            return
         if length < 0 or length % 8 or pos + 8 + length > len(view):
             raise MalformedIpc(f"the message at byte {pos} has a metadata length the chunk does not hold")
         info = read_metadata(view[pos + 8 : pos + 8 + length])
