@@ -18,6 +18,7 @@ _FIELDS = {
     "aggregates",
     "allow_dp",
     "disclose_suppressed",
+    "allow_others_aggregates_in_joins",
 }
 MAX_MIN_DISTINCT = 1_000_000
 
@@ -43,7 +44,10 @@ def parse(raw: Any, columns: Mapping[str, Column], path: str, problems: Problems
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_MIN_DISTINCT:
         problems.expected(f"{path}.min_distinct", f"a whole number from 1 to {MAX_MIN_DISTINCT:,}", k)
         k = 1
-    flags = {flag: _flag(raw, flag, path, problems) for flag in ("allow_dp", "disclose_suppressed")}
+    flags = {
+        flag: _flag(raw, flag, path, problems)
+        for flag in ("allow_dp", "disclose_suppressed", "allow_others_aggregates_in_joins")
+    }
     return Protection(
         release=Release.PROTECTED,
         unit=unit,
@@ -54,6 +58,7 @@ def parse(raw: Any, columns: Mapping[str, Column], path: str, problems: Problems
         aggregates=_aggregates(raw.get("aggregates", {}), columns, f"{path}.aggregates", problems),
         allow_dp=flags["allow_dp"],
         disclose_suppressed=flags["disclose_suppressed"],
+        allow_others_aggregates_in_joins=flags["allow_others_aggregates_in_joins"],
     )
 
 

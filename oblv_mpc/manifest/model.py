@@ -104,7 +104,10 @@ class Protection:
     ``list_columns`` may be released value by value (a set intersection); ``aggregates`` names
     the functions allowed on each column (``count`` is always allowed); ``allow_dp`` lets a
     differentially private release (noise instead of the threshold) read the table;
-    ``disclose_suppressed`` lets a result say how many groups the threshold withheld.
+    ``disclose_suppressed`` lets a result say how many groups the threshold withheld;
+    ``allow_others_aggregates_in_joins`` lets a computation that joins this table sum, average or
+    take the min or max of another party's columns (whose totals say which of this table's
+    units matched: ``oblv_mpc.manifest.usage``).
     """
 
     release: Release = Release.UNDECLARED
@@ -116,6 +119,7 @@ class Protection:
     aggregates: Mapping[str, frozenset[str]] = field(default_factory=dict)
     allow_dp: bool = False
     disclose_suppressed: bool = False
+    allow_others_aggregates_in_joins: bool = False
 
     def allows(self, function: str, column: str) -> bool:
         """Whether ``function(column)`` may be computed over this table's rows."""
@@ -139,6 +143,8 @@ class Protection:
             "aggregates": {c: sorted(f) for c, f in sorted(self.aggregates.items())},
             "allow_dp": self.allow_dp,
             "disclose_suppressed": self.disclose_suppressed,
+            # Only when declared: a manifest without it hashes as before the field existed.
+            **({"allow_others_aggregates_in_joins": True} if self.allow_others_aggregates_in_joins else {}),
         }
 
     def describe(self) -> list[str]:
@@ -155,6 +161,14 @@ class Protection:
             lines.append("values may be listed (set intersection): " + ", ".join(sorted(self.list_columns)))
         allowed = [f"{c}: {', '.join(sorted(f))}" for c, f in sorted(self.aggregates.items())]
         lines.append("aggregates allowed: count of anything" + ("; " + "; ".join(allowed) if allowed else ""))
+        if self.join_columns:
+            lines.append(
+                "other parties' columns may be summed, averaged or their min/max taken over rows matched with it "
+                "(such totals show which of its units matched)"
+                if self.allow_others_aggregates_in_joins
+                else "over rows matched with it, other parties' columns may be grouped by and counted, never summed, "
+                "averaged or their min/max taken"
+            )
         if self.allow_dp:
             lines.append("differentially private releases may read it (noise instead of the threshold)")
         lines.append(

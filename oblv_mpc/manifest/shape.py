@@ -199,6 +199,7 @@ def _output(
         if function != "count":
             raise _Opaque
         occurrence.use.dimensions.add(column)
+        occurrence.use.distinct_counts.add(column)
         return
     occurrence.use.aggregates.add((function, column))
 

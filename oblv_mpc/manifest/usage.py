@@ -8,6 +8,13 @@ and every aggregate one the owner allows on that column. SQL whose shape the enc
 analyse (subqueries, set operations, window functions ...) may read only tables whose owners
 marked them ``release: unrestricted``.
 
+A join with a protected table releases, besides what that owner's rules allow, nothing of another
+owner's columns but counts of the matches: the joined rows are exactly the protected table's
+units that matched, so a sum, average, min or max of a column whose values another party chose
+(2^i for its i-th candidate: the total is a bitmask of which candidates are the owner's units)
+tells which units matched, one by one. The protected table's owner may allow it
+(``allow_others_aggregates_in_joins``).
+
 :func:`judge` also says which inputs the enclave must count units of, per released group, to
 apply each owner's ``min_distinct`` (``oblv_mpc.manifest.rules``).
 """
@@ -42,6 +49,7 @@ class TableUse:
     joins: set[str] = field(default_factory=set)
     listed: set[str] = field(default_factory=set)
     aggregates: set[tuple[str, str]] = field(default_factory=set)  # (function, column or '*')
+    distinct_counts: set[str] = field(default_factory=set)  # count(DISTINCT column): also dimensions
 
 
 @dataclass
@@ -63,6 +71,8 @@ def judge(usage: Usage, tables: Mapping[str, InputTable], path: str, problems: P
     protected = any(tables[u.table].protection.release is Release.PROTECTED for u in usage.tables)
     if usage.joined and protected and usage.shape is not Shape.OPAQUE:
         _check_join_keys(usage, tables, path, problems)
+    if usage.joined and protected and usage.shape is Shape.AGGREGATE:  # DP releases are noised, and not joined
+        _check_others_aggregates(usage, tables, path, problems)
     for index, use in enumerate(usage.tables):
         table = tables[use.table]
         rules = table.protection
@@ -123,6 +133,47 @@ def _check_join_keys(usage: Usage, tables: Mapping[str, InputTable], path: str, 
                     f"joins {use.table} on {column!r}, which is not its key: a repeated value would count the "
                     f"matching rows of the other tables several times (declare key: [{column}] on {use.table})",
                 )
+
+
+def _check_others_aggregates(usage: Usage, tables: Mapping[str, InputTable], path: str, problems: Problems) -> None:
+    """Joined with a protected table, another owner's columns are only counted, unless its owner allows more.
+
+    Each joined row is one of the protected table's units that matched (joins match keys). A sum,
+    average, min or max of another owner's column weights each match by a value that owner chose;
+    so does ``count(column)`` of a column it leaves NULL but in one row, and ``count(DISTINCT
+    column)`` of one it labels apart in one row (a value no group of its own would show: it would
+    hold one unit, below the threshold). ``count(*)`` and counts of the columns the join matches
+    on count the matches only: what the threshold is for. Grouping by the other owner's columns
+    is allowed: every group is a released group, under the threshold.
+    """
+    for protected in dict.fromkeys(u.table for u in usage.tables):
+        table = tables[protected]
+        rules = table.protection
+        if rules.release is not Release.PROTECTED or rules.allow_others_aggregates_in_joins:
+            continue
+        for use in usage.tables:
+            other = tables[use.table]
+            if other.party == table.party:
+                continue
+            for expression in _weighted(use):
+                problems.add(
+                    path,
+                    f"{expression} of {use.table} (owner {other.party}) over rows joined with protected {protected} "
+                    f"(owner {table.party}) is not allowed: it depends on which of {protected}'s units matched, "
+                    f"weighted by values {other.party} chose, so only counts of the matches may be released; "
+                    f"{table.party} would have to declare allow_others_aggregates_in_joins: true in "
+                    f"inputs.{protected}.protection",
+                )
+
+
+def _weighted(use: TableUse) -> list[str]:
+    """The aggregates of ``use`` that say more than how many rows matched, as SQL."""
+    found = [
+        f"{function}({column})"
+        for function, column in sorted(use.aggregates)
+        if function != "count" or (column != "*" and column not in use.joins)
+    ]
+    return found + [f"count(DISTINCT {column})" for column in sorted(use.distinct_counts - use.joins)]
 
 
 def _check_columns(

@@ -97,6 +97,9 @@ SEMANTIC_EDITS: dict[str, Callable[[dict[str, Any]], object]] = {
     ),
     "an owner's disclosure": _edit("inputs/bob.employees/protection/disclose_suppressed", True),
     "an owner's dp permission": _edit("inputs/bob.employees/protection/allow_dp", True),
+    "an owner's permission for others' aggregates in joins": _edit(
+        "inputs/bob.employees/protection/allow_others_aggregates_in_joins", True
+    ),
     "an owner going unrestricted": _edit("inputs/alice.employees/protection", {"release": "unrestricted"}),
     "aggregate function": _edit(f"{AVG}/params/aggregates/average_salary", {"sum": "salary"}),
     "aggregate output name": _edit(f"{AVG}/params/aggregates", {"mean_salary": {"avg": "salary"}}),

@@ -56,6 +56,8 @@ def test_templates_match_hand_computed_answers(salary_doc: Callable[[], dict[str
         },
         "readers": ["alice"],
     }
+    # bob's salaries summed over the rows matched with alice's: alice lets them be (they show which matched).
+    doc["inputs"]["alice.employees"]["protection"]["allow_others_aggregates_in_joins"] = True
     m = manifest.from_data(doc)
     rng = random.Random(7)
     rows = {f"{p}.employees": _employees(rng, 60, p) for p in ("alice", "bob", "carol")}
