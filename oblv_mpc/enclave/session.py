@@ -12,15 +12,19 @@ results it may read: status and transcripts show other parties' inputs as salted
 (``oblv_mpc.protocol.commitment``), never row counts or plain hashes; a computation's inputs
 freeze when it is first attempted, whatever the outcome (released, withheld by a rule, stopped
 by a limit), and that outcome is kept, so it cannot be probed again after a re-upload; refusals
-and transcript events of withheld or failed runs carry no numbers.
+and transcript events of withheld or failed runs carry no numbers. Every event carries the time
+its request reached the session, not the time it was recorded (:meth:`Session._request`), so no
+two events bracket a run: a non-reader cannot read from the transcript how long a computation
+took, or whether it was stopped at the time limit.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from oblv_mpc import keys
@@ -30,7 +34,7 @@ from oblv_mpc.enclave.records import OUTCOME_CODES, InputRecord, Refusal, Result
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.enclave.synthesis import Start, Synthesis, on_thread
 from oblv_mpc.enclave.uploads import Upload, Uploads
-from oblv_mpc.errors import EnclaveRefused, NotReady
+from oblv_mpc.errors import EnclaveRefused, MpcError, NotReady
 from oblv_mpc.ingest import IngestSummary
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.manifest.rules import Withheld
@@ -81,6 +85,8 @@ class Session:
         self.settings = settings
         self._clock = clock
         self._lock = threading.Lock()
+        self._arrived: int | None = None  # when the request holding the lock reached the session
+        self._refused = threading.local()  # per request thread: its arrival, for its refusal event
         self._uploads = Uploads(manifest, settings.limits, self.engine.ingest, self._discarded)
         self.inputs: dict[str, InputRecord] = {}
         self.results: dict[str, ResultRecord | Refusal] = {}
@@ -103,9 +109,41 @@ class Session:
         """The session clock, in milliseconds since the epoch."""
         return int(self._clock().timestamp() * 1000)
 
+    @contextlib.contextmanager
+    def _request(self, arrived: int | None = None) -> Iterator[None]:
+        """Hold the session lock for one request; the events it records carry ``arrived``: the time it
+        reached the session (now, unless given), not the time they are recorded.
+
+        Every party reads the transcript. With the time of recording, the ``attempt`` event (before
+        the run) and the reader's ``fetch`` (after it) bracketed the run, and a request that waited
+        for the lock meanwhile marked when the run ended: a non-reader learned how long a run took
+        and whether the time limit stopped it (an outcome for readers only). If the request is
+        refused, :meth:`record_refusal`, called on the same thread once the session has answered,
+        gives its refusal event this time too.
+        """
+        arrived = self.now_ms() if arrived is None else arrived
+        self._refused.arrived = arrived
+        try:
+            with self._lock:
+                self._arrived = arrived
+                try:
+                    yield
+                finally:
+                    self._arrived = None
+        except MpcError:
+            raise  # a refusal: record_refusal takes the time
+        except BaseException:
+            self._refused.arrived = None
+            raise
+        self._refused.arrived = None
+
     def _record(self, kind: str, data: dict[str, Any]) -> None:
+        """Append an event, at its request's arrival (:meth:`_request`); times never go back."""
         prev = self.events[-1].hash if self.events else GENESIS
-        self.events.append(make_event(len(self.events), prev, self.now_ms(), kind, data))
+        time_ms = self.now_ms() if self._arrived is None else self._arrived
+        if self.events:
+            time_ms = max(time_ms, self.events[-1].time_ms)
+        self.events.append(make_event(len(self.events), prev, time_ms, kind, data))
 
     def _statement(self, kind: str, **fields: Any) -> SignedStatement:
         base = {
@@ -122,11 +160,14 @@ class Session:
 
         A refusal that is a computation's outcome (withheld, stopped by a limit) is not recorded
         as such: every party reads the transcript, and only the computation's readers may learn
-        its outcome. The ``fetch`` event already says that the reader asked.
+        its outcome. The ``fetch`` event already says that the reader asked. A refused session
+        operation's event carries the time the request reached the session (:meth:`_request`).
         """
+        arrived = getattr(self._refused, "arrived", None)
+        self._refused.arrived = None
         if code in OUTCOME_CODES:
             return
-        with self._lock:
+        with self._request(arrived):
             self._record("refusal", {"party": party, "op": op, "code": code})
 
     def count_unauthenticated(self) -> None:
@@ -150,16 +191,17 @@ class Session:
         the upload moves on, or, at the end, is committed, unless it was discarded (superseded,
         or another chunk sent out of turn) or its table frozen meanwhile.
         """
-        with self._lock:
+        arrived = self.now_ms()
+        with self._request(arrived):
             upload = self._uploads.place(party, chunk, self.frozen, self.now_ms())
         try:
             summary = self._uploads.check(upload, chunk)
         except BaseException as exc:
-            with self._lock:
+            with self._request(arrived):
                 if upload.discarded is None:
                     self._uploads.failed(upload, exc)
-            raise
-        with self._lock:
+                raise
+        with self._request(arrived):
             self._uploads.settle(upload, self.now_ms())
             if summary is None:
                 return Received(chunk.frame.index)
@@ -376,7 +418,7 @@ class Session:
         A synthetic release starts in the background: the answer says how far it has come.
         """
         name = request.computation
-        with self._lock:
+        with self._request():
             self._check_reader(party, name)
             if self.manifest.computations[name].synthetic is not None:
                 running = self._synthetic_running(name)
@@ -389,7 +431,7 @@ class Session:
         """A computation's signed result, for its readers only (runs it on first fetch); or, with
         ``chunk``, that chunk of a streamed result whose statement was fetched."""
         name = request.computation
-        with self._lock:
+        with self._request():
             self._check_reader(party, name)
             if request.chunk is not None:
                 return self._chunk(name, request.chunk)
