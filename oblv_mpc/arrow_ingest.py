@@ -6,7 +6,9 @@ messages (:mod:`oblv_mpc.ipc_frames`): the first begins with the schema, the las
 end-of-stream marker. Every piece is checked on its own, before anything of it is kept:
 
 1. the framing and each message's metadata, read with bounds before Arrow reads them; only a
-   schema (first) and record batches, no dictionaries; a batch's rows and its size once read
+   schema (first) and record batches, no dictionaries; the schema message no larger than the
+   manifest's columns need, each of its fields and names read once, no nested fields, no custom
+   metadata (:func:`oblv_mpc.ipc_metadata.check_schema`); a batch's rows and its size once read
    (a compressed batch's declared size) within the limits before Arrow allocates anything;
 2. the schema: exactly the manifest's columns, in its order, with their Arrow types
    (:data:`oblv_mpc.ingest.ARROW_TYPES`); each batch is decoded with the manifest's schema;
@@ -30,7 +32,8 @@ import pyarrow.compute as pc
 
 from oblv_mpc.errors import InputDataError
 from oblv_mpc.ingest import IngestSummary, arrow_schema
-from oblv_mpc.ipc_frames import ChunkReader, MalformedIpc, MessageInfo
+from oblv_mpc.ipc_frames import ChunkReader
+from oblv_mpc.ipc_metadata import MalformedIpc, MessageInfo, schema_bytes_allowed
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import ColumnType, InputTable
 
@@ -65,7 +68,10 @@ class ArrowIngest:
         self._kept = [c.name for c in table.columns] if keep else list(table.key)
         self._batches: list[pa.RecordBatch] = []
         self._reader = ChunkReader(
-            max_batch_bytes=limits.max_batch_bytes, accept_schema=self._accept_schema, admit=self._admit
+            max_batch_bytes=limits.max_batch_bytes,
+            max_schema_bytes=schema_bytes_allowed(self.schema),
+            accept_schema=self._accept_schema,
+            admit=self._admit,
         )
         self._finished = False
         self._rows = 0

@@ -4,24 +4,9 @@ An Arrow IPC stream (the Arrow columnar format, "Encapsulated message format") i
 messages, each ``0xFFFFFFFF``, a 32-bit metadata length, a FlatBuffer ``Message`` (padded to 8
 bytes) and a body of ``bodyLength`` bytes, ended by ``0xFFFFFFFF 0x00000000``. Tables and results
 travel as such streams cut at message boundaries (:class:`ChunkWriter`): every chunk holds whole
-messages (:func:`messages`), so each chunk is read on its own.
-
-Arrow's reader and its full validation are fuzzed against hostile input (OSS-Fuzz), with one
-exception that matters here: a compressed record batch says how large each buffer becomes once
-decompressed (its first 8 bytes), and Arrow allocates that much before decompressing. A few KiB
-of ZSTD can so claim, and become, gigabytes. :func:`read_metadata` therefore reads the
-``Message`` FlatBuffer itself (the few fields this needs, every offset bounds-checked, in pure
-Python where a bad offset is an exception, never a stray read) and :class:`MessageInfo` gives the
-sum of the declared sizes, which the caller caps before Arrow decompresses anything.
-
-FlatBuffers layout (flatbuffers.dev, "Internals"): a table starts with a signed 32-bit offset
-back to its vtable; the vtable holds its own size, the table's size, and one 16-bit offset per
-field (0: absent, the default applies); an offset field holds an unsigned 32-bit offset from
-itself to its target; a vector is a 32-bit length and its elements. Arrow's ``Message.fbs``:
-``Message {version: short, header_type: ubyte, header: offset, bodyLength: long, custom_metadata:
-[KeyValue]}`` and
-``RecordBatch {length: long, nodes: [FieldNode], buffers: [Buffer], compression: BodyCompression,
-variadicBufferCounts: [long]}`` with ``Buffer {offset: long, length: long}``.
+messages (:func:`messages`), so each chunk is read on its own. Each message's metadata is read by
+:mod:`oblv_mpc.ipc_metadata` first, which says why: compressed batches that declare their size,
+and schemas that would cost Arrow far more than their size to read.
 """
 
 from __future__ import annotations
@@ -33,54 +18,10 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from oblv_mpc.ipc_metadata import RECORD_BATCH, SCHEMA, MalformedIpc, MessageInfo, check_schema, read_metadata
+
 CONTINUATION = b"\xff\xff\xff\xff"
 END_OF_STREAM = CONTINUATION + b"\x00\x00\x00\x00"
-
-SCHEMA, DICTIONARY_BATCH, RECORD_BATCH = 1, 2, 3  # MessageHeader union tags
-_KINDS = {1: "schema", 2: "dictionary batch", 3: "record batch", 4: "tensor", 5: "sparse tensor"}
-CODECS = {0: "lz4_frame", 1: "zstd"}  # CompressionType
-V5 = 4  # MetadataVersion.V5, the current format: the only one read
-_MAX_BUFFERS = 1 << 16  # buffers one record batch may list (a few per column)
-
-
-class MalformedIpc(ValueError):
-    """Bytes that are not the Arrow IPC stream they should be; the message says what is wrong."""
-
-
-@dataclass(frozen=True)
-class MessageInfo:
-    """What a message's metadata says: its kind, body size, and for a record batch its rows,
-    its compression codec (None: uncompressed) and its buffers' (offset, length) in the body."""
-
-    kind: int
-    body_length: int
-    rows: int = 0
-    codec: str | None = None
-    buffers: tuple[tuple[int, int], ...] = ()
-
-    @property
-    def name(self) -> str:
-        """The message's kind in words."""
-        return _KINDS.get(self.kind, f"unknown message type {self.kind}")
-
-    def decoded_bytes(self, body: memoryview) -> int:
-        """How many bytes the body's buffers take once read: their declared sizes when compressed."""
-        if self.codec is None:
-            return sum(length for _, length in self.buffers)
-        total = 0
-        for offset, length in self.buffers:
-            if length == 0:
-                continue
-            if length < 8:
-                raise MalformedIpc("a compressed buffer is shorter than its 8-byte size prefix")
-            (declared,) = struct.unpack_from("<q", body, offset)
-            if declared == -1:  # stored uncompressed after the prefix
-                total += length - 8
-            elif declared < 0:
-                raise MalformedIpc("a compressed buffer declares a negative size")
-            else:
-                total += declared
-        return total
 
 
 @dataclass(frozen=True)
@@ -96,99 +37,6 @@ class Message:
     def size(self) -> int:
         """The message's bytes, metadata and body."""
         return self.end - self.start
-
-
-class _Reader:
-    """Bounds-checked reads of a FlatBuffer."""
-
-    def __init__(self, data: memoryview) -> None:
-        self.data = data
-
-    def scalar(self, fmt: str, pos: int) -> int:
-        size = struct.calcsize(fmt)
-        if pos < 0 or pos + size > len(self.data):
-            raise MalformedIpc("the message metadata points outside itself")
-        value: int = struct.unpack_from(fmt, self.data, pos)[0]
-        return value
-
-    def table(self, pos: int) -> tuple[int, int, int]:
-        """A table at ``pos``: (its position, its vtable's position, the vtable's size)."""
-        vtable = pos - self.scalar("<i", pos)
-        size = self.scalar("<H", vtable)
-        if size < 4 or size % 2:
-            raise MalformedIpc("the message metadata has a malformed vtable")
-        return pos, vtable, size
-
-    def field(self, table: tuple[int, int, int], slot: int) -> int | None:
-        """Where field ``slot`` of ``table`` is, or None when absent."""
-        pos, vtable, size = table
-        entry = 4 + 2 * slot
-        if entry + 2 > size:
-            return None
-        offset = self.scalar("<H", vtable + entry)
-        return pos + offset if offset else None
-
-    def scalar_field(self, table: tuple[int, int, int], slot: int, fmt: str, default: int) -> int:
-        at = self.field(table, slot)
-        return default if at is None else self.scalar(fmt, at)
-
-    def target(self, table: tuple[int, int, int], slot: int) -> int | None:
-        """What an offset field points to (a table or a vector), or None when absent."""
-        at = self.field(table, slot)
-        return None if at is None else at + self.scalar("<I", at)
-
-
-def read_metadata(metadata: memoryview) -> MessageInfo:
-    """The fields of a ``Message`` FlatBuffer this protocol needs; raises :class:`MalformedIpc`."""
-    reader = _Reader(metadata)
-    message = reader.table(reader.scalar("<I", 0))
-    # Arrow reads a V4 record batch as compressed when the message's custom metadata says
-    # "ARROW:experimental_compression" (Arrow 0.17's format), whatever its BodyCompression says:
-    # that would bypass the cap on declared sizes below. Only V5, without custom metadata.
-    version = reader.scalar_field(message, 0, "<h", 0)
-    if version != V5:
-        raise MalformedIpc(f"a message in Arrow IPC metadata version {version + 1}, not 5 (the current format)")
-    if reader.field(message, 4) is not None:
-        raise MalformedIpc("a message carries custom metadata (none is expected)")
-    kind = reader.scalar_field(message, 1, "<B", 0)
-    body_length = reader.scalar_field(message, 3, "<q", 0)
-    if body_length < 0:
-        raise MalformedIpc("a message declares a negative body length")
-    if kind != RECORD_BATCH:
-        return MessageInfo(kind, body_length)
-    header = reader.target(message, 2)
-    if header is None:
-        raise MalformedIpc("a record batch message has no record batch")
-    batch = reader.table(header)
-    rows = reader.scalar_field(batch, 0, "<q", 0)
-    if rows < 0:
-        raise MalformedIpc("a record batch declares a negative length")
-    codec = None
-    compression = reader.target(batch, 3)
-    if compression is not None:
-        settings = reader.table(compression)
-        number = reader.scalar_field(settings, 0, "<b", 0)
-        if number not in CODECS or reader.scalar_field(settings, 1, "<b", 0) != 0:
-            raise MalformedIpc("a record batch uses an unknown compression")
-        codec = CODECS[number]
-    return MessageInfo(kind, body_length, rows, codec, _buffers(reader, batch, body_length))
-
-
-def _buffers(reader: _Reader, batch: tuple[int, int, int], body_length: int) -> tuple[tuple[int, int], ...]:
-    vector = reader.target(batch, 2)
-    if vector is None:
-        return ()
-    count = reader.scalar("<I", vector)
-    if count > _MAX_BUFFERS:
-        raise MalformedIpc(f"a record batch lists more than {_MAX_BUFFERS} buffers")
-    buffers = []
-    for index in range(count):
-        offset = reader.scalar("<q", vector + 4 + 16 * index)
-        length = reader.scalar("<q", vector + 12 + 16 * index)
-        if offset < 0 or length < 0 or offset + length > body_length:
-            raise MalformedIpc("a record batch's buffer lies outside its body")
-        buffers.append((offset, length))
-    return tuple(buffers)
 
 
 def messages(piece: bytes | memoryview) -> Iterator[Message | None]:
@@ -288,10 +136,13 @@ class ChunkReader:
     """An Arrow IPC stream read chunk by chunk, each chunk whole messages: a schema first, then
     record batches, then the end marker; nothing else, and nothing after the marker.
 
-    ``accept_schema`` judges the stream's schema and returns the one to decode batches with
-    (raising to refuse it). ``admit(info, decoded_bytes)`` may refuse a batch from its metadata
-    before Arrow reads it; any batch whose buffers would take more than ``max_batch_bytes`` once
-    read (a compressed batch's declared sizes) is refused first. Every batch read passes Arrow's
+    The schema message may take at most ``max_schema_bytes``
+    (:func:`~oblv_mpc.ipc_metadata.schema_bytes_allowed`) and must pass
+    :func:`~oblv_mpc.ipc_metadata.check_schema` before Arrow reads it; ``accept_schema`` then
+    judges the stream's schema and returns the one to decode batches with (raising to refuse it).
+    ``admit(info, decoded_bytes)`` may refuse a batch from its metadata before Arrow reads it; any
+    batch whose buffers would take more than ``max_batch_bytes`` once read (a compressed batch's
+    declared sizes) is refused first. Every batch read passes Arrow's
     full validation. Raises :class:`MalformedIpc` for what breaks the format.
     """
 
@@ -299,10 +150,12 @@ class ChunkReader:
         self,
         *,
         max_batch_bytes: int,
+        max_schema_bytes: int,
         accept_schema: Callable[[pa.Schema], pa.Schema],
         admit: Callable[[MessageInfo, int], None] | None = None,
     ) -> None:
         self._max_batch_bytes = max_batch_bytes
+        self._max_schema_bytes = max_schema_bytes
         self._accept_schema = accept_schema
         self._admit = admit
         self.schema: pa.Schema | None = None
@@ -328,6 +181,12 @@ class ChunkReader:
     def _read_schema(self, buffer: pa.Buffer, message: Message) -> None:
         if message.info.kind != SCHEMA:
             raise MalformedIpc(f"the stream starts with a {message.info.name}, not its schema")
+        if message.size > self._max_schema_bytes:
+            raise MalformedIpc(
+                f"a schema message of {message.size:,} bytes, more than the {self._max_schema_bytes:,} "
+                "its expected columns need"
+            )
+        check_schema(memoryview(buffer)[message.start + 8 : message.body_start])
         try:
             schema = ipc.read_schema(ipc.read_message(buffer.slice(message.start, message.size)))
         except (pa.ArrowException, ValueError) as exc:

@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterator
 import pyarrow as pa
 
 from oblv_mpc.errors import ProtocolError
-from oblv_mpc.ipc_frames import ChunkReader, MalformedIpc
+from oblv_mpc.ipc_frames import ChunkReader
+from oblv_mpc.ipc_metadata import MalformedIpc, schema_bytes_allowed
 from oblv_mpc.limits import Limits
 from oblv_mpc.protocol.answers import ResultChunkAnswer
+from oblv_mpc.result_files import arrow_type
 from oblv_mpc.statements import Result
 
 
@@ -39,7 +41,12 @@ def read_stream(result: Result, chunks: Iterator[ResultChunkAnswer], limits: Lim
             raise ProtocolError(f"{what} streams columns {schema.names}, its statement says {names}")
         return schema
 
-    reader = ChunkReader(max_batch_bytes=limits.max_batch_bytes, accept_schema=accept)
+    # The schema the statement's columns give, to size the stream's schema message by (a type no
+    # result has counts as null: the bound keeps room for another writer's layout anyway).
+    expected = pa.schema([(name, arrow_type(kind) or pa.null()) for name, kind in result.columns])
+    reader = ChunkReader(
+        max_batch_bytes=limits.max_batch_bytes, max_schema_bytes=schema_bytes_allowed(expected), accept_schema=accept
+    )
     digest, size, rows = hashlib.sha256(), 0, 0
     for index in range(info.chunks):
         chunk = next(chunks, None)

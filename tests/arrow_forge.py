@@ -136,3 +136,92 @@ class Message:
 def edit(raw: bytes) -> Message:
     """A message to edit; ``.bytes()`` gives it back."""
     return Message(raw)
+
+
+class _FlatWriter:
+    """A FlatBuffer written front to back: tables, vectors and strings, each offset then pointed at
+    a later target; every scalar 8-byte aligned, as Arrow's verifier wants them aligned."""
+
+    def __init__(self) -> None:
+        self.data = bytearray(8)  # the root offset, and padding
+
+    def _align(self, size: int) -> None:
+        self.data += bytes(-len(self.data) % size)
+
+    def table(self, slots: dict[int, tuple[str, int]]) -> tuple[int, dict[int, int]]:
+        """A table of (format, value) by slot, after its own vtable: its position, and each slot's."""
+        vtable_size = 4 + 2 * (max(slots) + 1)
+        self._align(8)
+        vtable = len(self.data)
+        self.data += bytes(vtable_size)
+        self._align(8)
+        table = len(self.data)
+        self.data += bytes(8)  # the offset back to the vtable, and padding
+        where = {}
+        for slot, (fmt, value) in slots.items():
+            self._align(8)
+            where[slot] = len(self.data)
+            self.data += struct.pack(fmt, value)
+        struct.pack_into("<i", self.data, table, table - vtable)
+        struct.pack_into("<HH", self.data, vtable, vtable_size, len(self.data) - table)
+        for slot, at in where.items():
+            struct.pack_into("<H", self.data, vtable + 4 + 2 * slot, at - table)
+        return table, where
+
+    def vector(self, count: int) -> int:
+        """A vector of ``count`` offsets, each to point at something later."""
+        self._align(4)
+        at = len(self.data)
+        self.data += struct.pack("<I", count) + bytes(4 * count)
+        return at
+
+    def string(self, text: bytes) -> int:
+        self._align(4)
+        at = len(self.data)
+        self.data += struct.pack("<I", len(text)) + text + b"\0"
+        return at
+
+    def point(self, at: int, target: int) -> None:
+        """Make the offset at ``at`` point at ``target``."""
+        struct.pack_into("<I", self.data, at, target - at)
+
+    def message(self) -> bytes:
+        self._align(8)
+        return b"\xff\xff\xff\xff" + struct.pack("<i", len(self.data)) + bytes(self.data)
+
+
+def schema_dag(fields: int, name_bytes: int, *, share: str) -> bytes:
+    """A schema message whose ``fields`` list ``fields`` int64 columns named by one ``name_bytes`` string.
+
+    ``share="field"``: every entry of ``fields`` points at one ``Field`` table; ``"name"``: each
+    entry has a ``Field`` of its own, all pointing at one name; ``"overlap"``: each has its own
+    name, each name starting 4 bytes into the one before (its length inside that name's bytes).
+    Arrow copies each field's name once per field: ``fields * name_bytes`` from a message of
+    about ``4 * fields + name_bytes`` bytes (Message.fbs and Schema.fbs, slot by slot).
+    """
+    flat = _FlatWriter()
+    message, message_slots = flat.table({0: ("<h", 4), 1: ("<B", 1), 2: ("<I", 0), 3: ("<q", 0)})  # V5, schema
+    flat.point(0, message)
+    schema, schema_slots = flat.table({1: ("<I", 0)})
+    flat.point(message_slots[2], schema)
+    vector = flat.vector(fields)
+    flat.point(schema_slots[1], vector)
+    tables = []
+    for _ in range(1 if share == "field" else fields):
+        field_, slots = flat.table({0: ("<I", 0), 1: ("<B", 1), 2: ("<B", 2), 3: ("<I", 0)})  # name, nullable, Int
+        integer, _ = flat.table({0: ("<i", 64), 1: ("<B", 1)})  # Int {bitWidth: 64, is_signed: true}
+        flat.point(slots[3], integer)
+        tables.append((field_, slots))
+    for index in range(fields):
+        flat.point(vector + 4 + 4 * index, tables[min(index, len(tables) - 1)][0])
+    if share == "overlap":
+        name = flat.string(b"x" * name_bytes)
+        for index, (_, slots) in enumerate(tables):
+            inner = name + 4 * index
+            struct.pack_into("<I", flat.data, inner, name_bytes - 4 * index)
+            flat.point(slots[0], inner)
+    else:
+        name = flat.string(b"x" * name_bytes)
+        for _, slots in tables:
+            flat.point(slots[0], name)
+    return flat.message()

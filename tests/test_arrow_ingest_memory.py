@@ -3,7 +3,9 @@
 Arrow's memory pool keeps its peak for the life of the process, so each hostile stream is fed to
 the enclave's check (:class:`oblv_mpc.arrow_ingest.ArrowIngest`, as the enclave keeps it) in a
 new interpreter, which reports the pool's peak. Had the check come after Arrow's read, the peak
-would be the declared size.
+would be the declared size. A schema's names are not the pool's (Arrow copies them into C++
+strings): the interpreter also reports how much its peak resident memory grew, and may run under
+a cap on its address space, so that a check that regressed fails the test, not the machine.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from tests.arrow_forge import EMPLOYEES, edit, employees, write
+from tests.arrow_forge import EMPLOYEES, END, edit, employees, schema_dag, write
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parent.parent
 
 _CHILD = """
-import json, sys
+import json, resource, sys
 import pyarrow as pa
 from oblv_mpc import keys, manifest
 from oblv_mpc.arrow_ingest import ArrowIngest
@@ -34,13 +36,20 @@ from tests.enclave.conftest import PARTIES, session_document
 document = session_document({p: keys.generate() for p in PARTIES}, PARTIES)
 table = manifest.from_data(document).inputs["alice.employees"]
 check = ArrowIngest(table, keep=True)
+stream = open(sys.argv[1], "rb").read()
+if len(sys.argv) > 2:  # at most this many more MiB of address space than the interpreter has now
+    mapped = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmSize"))
+    cap = mapped * 1024 + int(sys.argv[2]) * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:
-    check.feed(open(sys.argv[1], "rb").read())
+    check.feed(stream)
     check.finish()
     outcome = "accepted"
 except InputDataError as exc:
     outcome = exc.message
-print(json.dumps({"outcome": outcome, "peak": pa.default_memory_pool().max_memory()}))
+grown = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+print(json.dumps({"outcome": outcome, "peak": pa.default_memory_pool().max_memory(), "grown": grown}))
 """
 
 
@@ -66,12 +75,14 @@ def _huge_metadata() -> bytes:
     return schema + bytes(lying) + end
 
 
-def _fed(tmp_path: Path, stream: bytes) -> dict[str, Any]:
+def _fed(tmp_path: Path, stream: bytes, *, address_space_mib: int | None = None) -> dict[str, Any]:
     path = tmp_path / "stream.arrows"
     path.write_bytes(stream)
+    cap = [] if address_space_mib is None else [str(address_space_mib)]
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", _CHILD, str(path), *cap], cwd=ROOT, capture_output=True, text=True, timeout=60
     )
+    assert done.returncode == 0, f"the check died ({done.returncode}): {done.stderr[-500:]}"
     report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return report
 
@@ -101,3 +112,21 @@ def test_the_measure_sees_a_table_that_is_read(tmp_path: Path) -> None:
     report = _fed(tmp_path, stream)
     assert report["outcome"] == "accepted"
     assert report["peak"] > 800_000
+
+
+@pytest.mark.parametrize(
+    ("fields", "name_bytes"),
+    [(4096, 16384), (100_000, 500_000)],  # 33 KB for 64 MiB of names (+130 MiB); 900 KB for 46 GiB (abort)
+    ids=["33kb", "900kb"],
+)
+def test_an_arrow_schema_naming_one_field_many_times_costs_the_enclave_no_memory(
+    tmp_path: Path, fields: int, name_bytes: int
+) -> None:
+    """The schema bomb of tests/enclave/test_arrow_upload_hostile.py, measured: refused from its
+    size before Arrow copies a name; with 512 MiB of address space to spare, a regression aborts
+    the child (std::bad_alloc) instead of taking the machine's memory."""
+    stream = schema_dag(fields, name_bytes, share="field") + END
+    assert len(stream) < 1_000_000  # within the table's max_bytes
+    report = _fed(tmp_path, stream, address_space_mib=512)
+    assert "a schema message of" in report["outcome"], report["outcome"]
+    assert report["grown"] < 8 * MiB, f"peak resident memory grew by {report['grown'] / MiB:.0f} MiB"

@@ -24,10 +24,12 @@ from tests.arrow_forge import (
     BATCH_COMPRESSION,
     BATCH_LENGTH,
     EMPLOYEES,
+    END,
     MESSAGE_BODY_LENGTH,
     MESSAGE_VERSION,
     edit,
     employees,
+    schema_dag,
     write,
 )
 from tests.enclave.conftest import World
@@ -111,6 +113,58 @@ def test_a_refused_reupload_leaves_the_earlier_upload_in_place(world: World) -> 
     assert after == before and after["rows"] == 10 and first is not None
     events = [e.kind for e in world.client("bob").transcript()]
     assert events.count("upload") == 1 and events.count("upload_aborted") == 1
+
+
+# -- the schema message: its size and its FlatBuffer checked before Arrow reads it ---------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "name_bytes", "says"),
+    [
+        (4096, 16384, "a schema message of 32,"),  # 64 MiB of names for Arrow to copy, from 33 KB: +130 MiB
+        (40, 200, "field 2 of the schema is one the schema reached before"),  # under the size cap
+    ],
+    ids=["33kb_for_64mib", "small"],
+)
+def test_an_arrow_schema_naming_one_field_many_times_is_refused_before_arrow_reads_it(
+    world: World, fields: int, name_bytes: int, says: str
+) -> None:
+    """A ``Schema`` whose ``fields`` point N times at one ``Field`` with a long name: Arrow's
+    verifier passes it, and Arrow copies the name N times (tests/test_arrow_ingest_memory.py
+    measures what that cost, and sends the 900 KB one that aborted the enclave)."""
+    bomb = schema_dag(fields, name_bytes, share="field")
+    assert len(bomb) < 1_000_000  # within the table's max_bytes
+    refused(world, [bomb + END], "chunk 1: not a valid Arrow IPC stream", says)
+
+
+@pytest.mark.parametrize(
+    ("share", "says"),
+    [
+        ("name", "the name of field 2 of the schema is a string the schema reached before"),
+        ("overlap", "the schema's names take more bytes than its message holds"),
+    ],
+)
+def test_an_arrow_schema_whose_fields_share_one_name_is_refused_before_arrow_reads_it(
+    world: World, share: str, says: str
+) -> None:
+    """Fields of their own, all naming one string, or names that overlap: copied once per field too."""
+    refused(world, [schema_dag(6, 500, share=share) + END], "chunk 1: not a valid Arrow IPC stream", says)
+
+
+@pytest.mark.parametrize(
+    ("schema", "says"),
+    [
+        (EMPLOYEES.with_metadata({"k": "v"}), "the schema carries custom metadata"),
+        (EMPLOYEES.set(1, EMPLOYEES.field(1).with_metadata({"k": "v"})), "field 2 of the schema carries custom"),
+        (EMPLOYEES.set(2, pa.field("salary", pa.struct([("a", pa.float64())]))), "field 3 of the schema has child"),
+        (pa.schema([(f"c{i}", pa.float64()) for i in range(40)]), "more than the 1,"),
+    ],
+    ids=["schema_metadata", "field_metadata", "nested", "larger_than_the_manifests_columns_need"],
+)
+def test_an_arrow_schema_with_more_than_the_manifests_columns_is_refused_before_arrow_reads_it(
+    world: World, schema: pa.Schema, says: str
+) -> None:
+    refused(world, [schema.serialize().to_pybytes() + END], "chunk 1: not a valid Arrow IPC stream", says)
 
 
 # -- corrupt record batches: Arrow's full validation, and the metadata read before it ------------
