@@ -16,7 +16,7 @@ end-of-stream marker. Every piece is checked on its own, before anything of it i
    data from untrusted sources;
 4. the manifest's rules, as for CSV: floats finite, key columns non-null, at most ``max_rows``
    rows, at most ``max_bytes`` bytes sent and held; at the end, at least one row, the end
-   marker, and keys unique across all batches.
+   marker, and keys unique across all batches, as DuckDB compares them (as for CSV).
 
 The same class checks the client's own stream before it is sent, so a file the client accepts
 is one the enclave accepts. It touches no shared state: the enclave runs it outside its session
@@ -36,6 +36,7 @@ from oblv_mpc.ipc_frames import ChunkReader
 from oblv_mpc.ipc_metadata import MalformedIpc, MessageInfo, schema_bytes_allowed
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
 from oblv_mpc.manifest import ColumnType, InputTable
+from oblv_mpc.tables import repeated_key
 
 _SHOWN_CHARS = 40
 
@@ -171,14 +172,12 @@ class ArrowIngest:
         return IngestSummary(self._rows, self._bytes, self._hash.hexdigest() if self._hash is not None else "")
 
     def _check_unique_key(self) -> None:
+        """Unique as DuckDB compares keys, as for CSV (:func:`oblv_mpc.tables.repeated_key`: not
+        Arrow's ``group_by``, which holds ``0.0`` and ``-0.0`` apart where DuckDB's joins do not)."""
         key = list(self.table.key)
-        keys = pa.Table.from_batches(self._batches).select(key)
-        counts = keys.group_by(key).aggregate([([], "count_all")])
-        repeated = counts.filter(pc.greater(counts["count_all"], 1))
-        if repeated.num_rows:
-            first = repeated.slice(0, 1).to_pylist()[0]
-            shown = ", ".join(_shown(first[k]) for k in key)
-            raise self._fail(f"key ({', '.join(key)}) is not unique: {shown} appears {first['count_all']} times")
+        repeated = repeated_key(pa.Table.from_batches(self._batches).select(key))
+        if repeated is not None:
+            raise self._fail(f"key ({', '.join(key)}) is not unique: {repeated}")
 
     def table_data(self) -> pa.Table:
         """The whole table, typed, in the manifest's column order (``keep=True``, after :meth:`finish`)."""
@@ -207,8 +206,3 @@ def _clip(text: str, chars: int = _SHOWN_CHARS) -> str:
     """A name or type from the stream, clipped; shown as a repr when it holds anything but plain characters."""
     shown = text if text.isprintable() and text.strip() == text and text else repr(text)
     return shown if len(shown) <= chars else shown[: chars - 3] + "..."
-
-
-def _shown(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 3] + "..."

@@ -310,22 +310,41 @@ class CsvIngest:
         self._header = names
 
     def _check_unique_key(self) -> None:
-        keys = ", ".join(quote(k) for k in self.table.key)
-        connection = self.connection or duckdb.connect(":memory:", config=dict(_PRIVATE_DUCKDB))
-        connection.register("_keys", pa.concat_tables(self._pieces).select(list(self.table.key)))
-        try:
-            duplicate = connection.execute(
-                f"SELECT {keys}, count(*) FROM _keys GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
-            ).fetchall()
-        finally:
-            connection.unregister("_keys")
-            if connection is not self.connection:
-                connection.close()
-        if duplicate:
-            shown = ", ".join(repr(v) for v in duplicate[0][:-1])
-            raise self._fail(
-                f"key ({', '.join(self.table.key)}) is not unique: {shown} appears {duplicate[0][-1]} times"
-            )
+        repeated = repeated_key(pa.concat_tables(self._pieces).select(list(self.table.key)), self.connection)
+        if repeated is not None:
+            raise self._fail(f"key ({', '.join(self.table.key)}) is not unique: {repeated}")
+
+
+def repeated_key(keys: pa.Table, connection: duckdb.DuckDBPyConnection | None = None) -> str | None:
+    """A key that ``keys`` (a table's key columns) hold more than once, as DuckDB compares them:
+    ``'a' appears 2 times``; None when every key is unique.
+
+    DuckDB joins the tables, so DuckDB judges whether keys are unique, for CSV and Arrow uploads
+    alike: Arrow's ``group_by`` keeps ``0.0`` and ``-0.0`` apart (their bits differ) where DuckDB's
+    joins and ``GROUP BY`` hold them equal (as IEEE 754 does), so a key Arrow found unique could
+    join one row of another table twice. Runs in ``connection``, by default a private in-memory
+    DuckDB, so that checking never touches a connection that other threads use.
+    """
+    columns = ", ".join(quote(name) for name in keys.column_names)
+    database = connection or duckdb.connect(":memory:", config=dict(_PRIVATE_DUCKDB))
+    database.register("_keys", keys)
+    try:
+        duplicate = database.execute(
+            f"SELECT {columns}, count(*) FROM _keys GROUP BY ALL HAVING count(*) > 1 LIMIT 1"
+        ).fetchall()
+    finally:
+        database.unregister("_keys")
+        if database is not connection:
+            database.close()
+    if not duplicate:
+        return None
+    shown = ", ".join(_clipped(repr(value)) for value in duplicate[0][:-1])
+    return f"{shown} appears {duplicate[0][-1]} times"
+
+
+def _clipped(text: str, chars: int = 40) -> str:
+    """A value from the data in an error message, clipped: it may be a hostile party's megabyte."""
+    return text if len(text) <= chars else text[: chars - 3] + "..."
 
 
 def validate_file(

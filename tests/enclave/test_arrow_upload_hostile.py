@@ -13,11 +13,15 @@ import hashlib
 import os
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from oblv_mpc import keys
+from oblv_mpc.attestation import DevelopmentCA, Measurements
 from oblv_mpc.errors import EnclaveRefused, InputDataError
 from oblv_mpc.protocol.messages import ARROW, Digest, Frame, UploadChunk
 from tests.arrow_forge import (
@@ -32,7 +36,7 @@ from tests.arrow_forge import (
     schema_dag,
     write,
 )
-from tests.enclave.conftest import World
+from tests.enclave.conftest import World, make_world
 from tests.raw_bodies import Raw
 
 TABLE = "alice.employees"
@@ -342,6 +346,47 @@ def test_an_empty_key_is_refused(world: World, key: str | None, says: str) -> No
 def test_a_key_repeated_across_two_chunks_is_refused(world: World) -> None:
     schema, first, second, end = write(EMPLOYEES, [employees(50), employees(50, start=49)])
     refused(world, [schema + first, second + end], "key (id) is not unique: 'e49' appears 2 times")
+
+
+def _float_keyed(all_keys: dict[str, keys.PrivateKey]) -> dict[str, Any]:
+    """alice's and bob's tables keyed by a float, and a join of the two."""
+    table = {"columns": {"id": "float", "label": "text"}, "key": ["id"], "protection": {"release": "unrestricted"}}
+    joined = "SELECT a.label, count(*) AS n FROM alice.t AS a JOIN bob.t AS b ON a.id = b.id GROUP BY a.label"
+    return {
+        "version": 1,
+        "session": "float-keys",
+        "parties": {
+            p: {"public_key": keys.to_base64(all_keys[p].public_key()), "roles": ["contributor", "reader"]}
+            for p in ("alice", "bob")
+        },
+        "inputs": {"alice.t": table, "bob.t": table},
+        "computations": {"joined": {"sql": joined, "readers": ["alice", "bob"]}},
+    }
+
+
+def test_a_float_key_sent_as_0_0_and_minus_0_0_is_refused_as_the_csv_upload_refuses_it(
+    tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
+) -> None:
+    """Arrow's group_by held 0.0 and -0.0 apart, DuckDB's join holds them equal: an Arrow upload
+    passed the key check, and bob's row 0.0 joined both, counted in two groups (red team 13)."""
+    world = make_world(tmp_path, all_keys, dev_ca, measurements, ("alice", "bob"), document=_float_keyed(all_keys))
+    alice = world.client("alice")
+    csv = tmp_path / "t.csv"
+    csv.write_text("id,label\n0.0,A\n-0.0,B\n1.0,C\n")
+    with pytest.raises(InputDataError) as by_csv:
+        alice.upload("t", csv)
+    rows = pa.table({"id": [0.0, -0.0, 1.0], "label": ["A", "B", "C"]})
+    pq.write_table(rows, tmp_path / "t.parquet")
+    with pytest.raises(InputDataError) as checked_here:  # the client's own check, before sending
+        alice.upload("t", tmp_path / "t.parquet", format="arrow")
+    stream = b"".join(write(rows.schema, rows.to_batches()))  # a client that skips its check
+    with pytest.raises(InputDataError) as by_arrow:
+        alice.send_stream(
+            lambda frame, digest: UploadChunk(frame, "alice.t", digest, ARROW), iter([stream]), whole=True
+        )
+    assert by_csv.value.message == "alice.t: key (id) is not unique: 0.0 appears 2 times"
+    assert checked_here.value.message == by_arrow.value.message == by_csv.value.message
+    assert not world.client("bob").status()["inputs"]["alice.t"]["submitted"]
 
 
 # -- receipts bind what was sent -----------------------------------------------------------------
