@@ -66,6 +66,9 @@ class Limits:
     """seconds: a request body must arrive in full within this, from its first byte awaited."""
     keep_alive_s: int = 5
     """seconds: an HTTP connection idle between requests is closed after this."""
+    header_timeout_s: float = 10.0
+    """seconds: a connection must deliver a request's line and headers within this, from when it
+    opens or its previous response ends; else it is closed (a silent one held a connection slot)."""
     idle_timeout_s: int = 900
     """seconds: an upload or FastEnclaves request with no new chunk for this long is discarded."""
 

@@ -3,12 +3,14 @@ the server starts, port 0 included), in the foreground or in a background thread
 
 The server enforces the connection limits of :class:`~oblv_mpc.limits.Limits`: at most
 ``max_connections`` connections and requests at once (uvicorn answers 503 past it, before
-reading any body) and ``keep_alive_s`` for idle connections. Body size, read deadline and the
-in-flight byte budget are the app's (:mod:`oblv_mpc.enclave.bodies`).
+reading any body), ``keep_alive_s`` for idle connections, and ``header_timeout_s`` for a
+request's line and headers (:class:`HeaderDeadline`). Body size, read deadline and the in-flight
+byte budget are the app's (:mod:`oblv_mpc.enclave.bodies`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import signal
 import socket
@@ -16,8 +18,10 @@ import threading
 import time
 from types import TracebackType
 
+import h11
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from oblv_mpc.errors import UsageError
 from oblv_mpc.limits import DEFAULT_LIMITS, Limits
@@ -76,15 +80,77 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
+class HeaderDeadline(H11Protocol):
+    """uvicorn's HTTP/1.1 protocol (h11), and a deadline for each request's line and headers.
+
+    uvicorn arms its keep-alive timer only once a response is complete, and cancels it at the
+    first byte of the next request: a connection that sends nothing, or a few bytes of a request
+    and then nothing, held one of the ``max_connections`` slots until its client went, and enough
+    of them made every request a 503. Here a deadline of ``header_timeout_s`` runs from when the
+    connection opens, and again from when each response ends; a connection still waiting for a
+    request's headers when it passes is closed. Once the headers are in, the body's own deadline
+    applies (:mod:`oblv_mpc.enclave.bodies`).
+    """
+
+    header_timeout_s: float = DEFAULT_LIMITS.header_timeout_s
+    _header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]  # as uvicorn's
+        """A new connection: its first request's headers are awaited from now."""
+        super().connection_made(transport)
+        self._await_headers()
+
+    def handle_events(self) -> None:
+        """uvicorn's; and once a request's headers are in, no deadline for them."""
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:  # a request's headers are in (or the connection ends)
+            self._stop_deadline()
+
+    def on_response_complete(self) -> None:
+        """uvicorn's; and the next request's headers are awaited from now."""
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+            self._await_headers()  # the next request's, unless a pipelined one is already in
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """uvicorn's, the deadline cancelled."""
+        self._stop_deadline()
+        super().connection_lost(exc)
+
+    def _await_headers(self) -> None:
+        self._stop_deadline()
+        self._header_deadline = self.loop.call_later(self.header_timeout_s, self._headers_late)
+
+    def _stop_deadline(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_late(self) -> None:
+        self._header_deadline = None
+        if self.conn.their_state is h11.IDLE:
+            self.timeout_keep_alive_handler()  # closes the connection, as an idle keep-alive one
+
+
+def _protocol(limits: Limits) -> type[HeaderDeadline]:
+    class Protocol(HeaderDeadline):
+        header_timeout_s = limits.header_timeout_s
+
+    return Protocol
+
+
 def _server(app: ASGIApp, limits: Limits) -> uvicorn.Server:
     config = uvicorn.Config(
         app,
+        http=_protocol(limits),
         log_level="warning",
         lifespan="off",
         timeout_graceful_shutdown=5,
         limit_concurrency=limits.max_connections,
         timeout_keep_alive=limits.keep_alive_s,
-        h11_max_incomplete_event_size=16 * 1024,  # request line and headers: bytes
+        # bytes h11 buffers while a request's line and headers are incomplete; a whole header
+        # block that arrives in one read of the socket (up to 256 KiB, asyncio's) is parsed whole
+        h11_max_incomplete_event_size=16 * 1024,
     )
     return uvicorn.Server(config)
 

@@ -136,6 +136,13 @@ def small_budget(
     return _world_with(tmp_path, all_keys, dev_ca, measurements, max_inflight_bytes=4 * MiB, body_read_timeout_s=30.0)
 
 
+@pytest.fixture
+def quick_headers(
+    tmp_path: Path, all_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
+) -> World:
+    return _world_with(tmp_path, all_keys, dev_ca, measurements, max_connections=4, header_timeout_s=1.0)
+
+
 def _open(port: int, declared: int, path: str = "/v1/status") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/octet-stream\r\n"
@@ -219,3 +226,41 @@ def test_bodies_past_the_in_flight_budget_are_refused_as_busy(small_budget: Worl
         holder.close()
     assert answers and answers[0].status_code == 503 and answers[0].json()["detail"]["code"] == "busy"
     assert small_budget.app.state.inflight.used == 0  # every byte given back
+
+
+def _closed_after(sock: socket.socket, opened: float, wait: float) -> float:
+    """Seconds from ``opened`` until the server closed ``sock`` (EOF or reset), at most ``wait`` more."""
+    sock.settimeout(wait)
+    with sock:
+        try:
+            while sock.recv(65536):
+                pass
+        except ConnectionResetError:
+            pass
+    return time.monotonic() - opened
+
+
+@pytest.mark.slow
+def test_connections_that_never_finish_a_requests_headers_are_closed_and_free_their_slots(
+    quick_headers: World,
+) -> None:
+    """Connections that send nothing (or part of a request, or a byte after a response) held every
+    slot for good: uvicorn's keep-alive timer starts only after a response, and stops at the first
+    byte. Each is now closed at ``header_timeout_s``, and the enclave answers again."""
+    limits = quick_headers.app.state.settings.limits
+    with ServerThread(quick_headers.app, limits=limits) as server:
+        info = f"{server.url}/v1/info"
+        stalled = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        stalled.sendall(b"GET /v1/info HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert stalled.recv(65536).startswith(b"HTTP/1.1 200")
+        stalled.sendall(b"G")  # the next request's first byte, and nothing more
+        opened = {stalled: time.monotonic()}
+        partial = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        partial.sendall(b"GET /v1/info HTTP/1.1\r\nHost: x\r\n")  # headers never ended
+        opened[partial] = time.monotonic()
+        for _ in range(limits.max_connections - 2):
+            opened[socket.create_connection(("127.0.0.1", server.port), timeout=5)] = time.monotonic()  # silent
+        assert httpx.get(info, timeout=5).status_code == 503  # every slot is held
+        held = [_closed_after(sock, at, limits.header_timeout_s + 5) for sock, at in opened.items()]
+        assert httpx.get(info, timeout=5).status_code == 200
+    assert all(limits.header_timeout_s - 0.1 <= seconds < limits.header_timeout_s + 3 for seconds in held), held
