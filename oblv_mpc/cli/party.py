@@ -366,7 +366,13 @@ def fetch(
 @contextlib.contextmanager
 def _progress_bar(name: str) -> Iterator[Callable[[float, str], None]]:
     """A progress display on stderr, shown only once the enclave says the result is still being generated."""
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), console=err)
+    # The stage is the enclave's words (a synthesizer plug-in's): text, never Rich markup.
+    bar = Progress(
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        console=err,
+    )
     task: list[Any] = []
 
     def update(fraction: float, stage: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +22,14 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from oblv_mpc import keys, manifest
 from oblv_mpc.attestation import DevelopmentCA, SimulatedNsm, measure, write_pcr_file
 from oblv_mpc.client import EnclaveClient
 from oblv_mpc.enclave import create_app
 from oblv_mpc.enclave.server import ServerThread
+from oblv_mpc.synthetic.example import HOSPITALS, admissions_csv, hospitals_document
 
 HOSTILE_VALUES = [
     "[/evil]",
@@ -43,6 +46,7 @@ SHOWN = [
     "\\u202emoc.elpmaxe@bob",
 ]
 ENV = {"COLUMNS": "200"}
+PLUGIN = Path(__file__).resolve().parents[1] / "synthetic" / "plugin"
 
 
 @dataclass
@@ -195,6 +199,59 @@ def test_a_forged_refusal_is_reported_as_an_unauthenticated_answer(cli: Any, ses
     assert "not from the attested enclave" in done.output
     assert "refused by the enclave" not in done.output
     assert "it says: forbidden: [bold red]banned[/] \\x1b[2Kfor ever\\nhint: pay" in done.output
+    assert "\x1b" not in done.output
+
+
+def _opening_after_a_result(app: ASGIApp, spy: Any) -> ASGIApp:
+    """The enclave's app, which lets the synthesizer go on once it has answered a result request."""
+
+    async def serve(scope: Scope, receive: Receive, send: Send) -> None:
+        await app(scope, receive, send)
+        if scope["type"] == "http" and scope["path"] == "/v1/result":
+            spy.GATE.set()
+
+    return serve
+
+
+def test_fetch_shows_a_synthesizers_stage_as_text_in_its_progress_bar(
+    cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`mpc fetch` shows the enclave's stage text (a synthesizer plug-in's words) while a release is
+    made: its progress bar read it as Rich markup, so ``[/oops]`` crashed the fetch and ``[link=...]``
+    became a link."""
+    monkeypatch.syspath_prepend(str(PLUGIN))  # the test plug-in, found through its entry point
+    import oblv_test_synthesizers as spy
+
+    stage = "spy: [/oops] [link=https://x]y[/link] [blink red]ENCLAVE COMPROMISED[/]"
+    monkeypatch.setattr(spy, "STAGE", stage)
+    private = {h: keys.generate() for h in HOSPITALS}
+    files = {h: keys.save_key_pair(private[h], tmp_path / h, h) for h in HOSPITALS}
+    manifest_path = tmp_path / "hospitals.yaml"
+    public = {h: keys.to_base64(k.public_key()) for h, k in private.items()}
+    manifest.dump_document(hospitals_document(public, synthesizer="spy", version="1.0"), manifest_path)
+    loaded = manifest.load(manifest_path)
+    ca, measurements = DevelopmentCA.load_or_create(tmp_path / "ca"), measure()
+    write_pcr_file(ca.policy(measurements), tmp_path / "pcrs.yaml")
+    spy.GATE.clear()
+    try:
+        app = _opening_after_a_result(create_app(loaded, SimulatedNsm(ca, measurements)), spy)
+        with ServerThread(app) as server, httpx.Client(base_url=server.url, timeout=30) as http:
+            clients = {h: EnclaveClient(http, loaded, private[h], ca.policy(measurements)) for h in HOSPITALS}
+            for seed, (h, client) in enumerate(clients.items()):
+                client.upload("admissions", admissions_csv(tmp_path / f"{h}.csv", h, 100, seed=seed))
+            hospital = HOSPITALS[0]
+            clients[hospital].compute("admissions_synthetic")
+            deadline = time.monotonic() + 30
+            while clients[hospital].status()["computations"]["admissions_synthetic"].get("stage") != stage:
+                assert time.monotonic() < deadline, "the synthesizer never reached its gate"
+                time.sleep(0.05)
+            session = Session(tmp_path, server.url, manifest_path, tmp_path / "pcrs.yaml", files)
+            profile = session.connect(cli, hospital)
+            done = cli("fetch", "admissions_synthetic", "--profile", str(profile), env=ENV)
+    finally:
+        spy.GATE.set()
+    assert done.exit_code == 0, done.output  # '[/oops]' no longer crashes the progress bar
+    assert stage in done.output  # shown as it was said, brackets and all
     assert "\x1b" not in done.output
 
 

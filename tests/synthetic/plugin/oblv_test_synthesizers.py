@@ -4,7 +4,8 @@
 concatenated histograms, whose L1 sensitivity is columns x max_rows_per_unit), sampled column by
 column: fast, and differentially private. It also keeps what it received (``RECEIVED``), so a test
 can see what the enclave handed a synthesizer, and waits at ``GATE`` (open unless a test closes
-it), so a test can hold a generation while it checks that the enclave keeps answering.
+it), so a test can hold a generation while it checks that the enclave keeps answering; it says
+``STAGE`` while it waits, which a test may set to words of its own.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from oblv_mpc.synthetic import Progress, Request, Synthesized
 RECEIVED: list[tuple[pa.Table, Request]] = []
 GATE = threading.Event()
 GATE.set()
+STAGE = "spy: waiting at the gate"
 
 
 class Spy:
@@ -41,7 +43,7 @@ class Spy:
 
         dp.enable_features("contrib")
         RECEIVED.append((data, request))
-        progress(0.5, "spy: waiting at the gate")
+        progress(0.5, STAGE)
         if not GATE.wait(timeout=60):
             raise TimeoutError("the test never opened the gate")
         counts: list[float] = []
