@@ -104,6 +104,12 @@ def add_input(
     disclose_suppressed: bool = typer.Option(
         False, "--disclose-suppressed", help="Protection: results may say how many groups were suppressed."
     ),
+    allow_others_aggregates_in_joins: bool = typer.Option(
+        False,
+        "--allow-others-aggregates-in-joins",
+        help="Protection: over rows joined with this table, other parties' columns may be summed, averaged, "
+        "or their min/max taken (this tells which of its units matched).",
+    ),
     unrestricted: bool = typer.Option(
         False, "--unrestricted", help="No protection: any agreed computation may release anything from it (loud)."
     ),
@@ -121,9 +127,9 @@ def add_input(
         body["key"] = key
     body["max_rows"] = max_rows
     body["max_bytes"] = max_bytes
-    rules = _protection(
-        unit, min_distinct, dimensions, join_columns, list_columns, allow, allow_dp, disclose_suppressed, unrestricted
-    )
+    flags = {"allow_dp": allow_dp, "disclose_suppressed": disclose_suppressed}
+    flags["allow_others_aggregates_in_joins"] = allow_others_aggregates_in_joins
+    rules = _protection(unit, min_distinct, dimensions, join_columns, list_columns, allow, flags, unrestricted)
     if rules is not None:
         body["protection"] = rules
     _edit(file, "inputs", table, body, replace=replace)
@@ -143,14 +149,13 @@ def _protection(
     join_columns: list[str],
     list_columns: list[str],
     allow: list[str],
-    allow_dp: bool,
-    disclose_suppressed: bool,
+    flags: dict[str, bool],
     unrestricted: bool,
 ) -> dict[str, Any] | None:
-    """The ``protection:`` block the flags describe (None: none declared)."""
-    rules_given = unit or min_distinct or dimensions or join_columns or list_columns or allow or allow_dp
+    """The ``protection:`` block the options describe (None: none declared); ``flags``: the true/false rules."""
+    rules_given = unit or min_distinct or dimensions or join_columns or list_columns or allow or flags["allow_dp"]
     if unrestricted:
-        if rules_given or disclose_suppressed:
+        if rules_given or any(flags.values()):
             raise UsageError("--unrestricted cannot be combined with protection rules: it allows everything")
         return {"release": "unrestricted"}
     if not rules_given:
@@ -170,10 +175,7 @@ def _protection(
             if not sep or not functions:
                 raise UsageError(f"--allow {spec!r}: expected COLUMN:FUNCTION[,FUNCTION], e.g. salary:avg,sum")
             rules["aggregates"][column] = functions.split(",")
-    if allow_dp:
-        rules["allow_dp"] = True
-    if disclose_suppressed:
-        rules["disclose_suppressed"] = True
+    rules.update((name, True) for name, given in flags.items() if given)
     return rules
 
 

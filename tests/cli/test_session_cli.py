@@ -168,12 +168,13 @@ def test_protection_flags_make_the_protection_block(cli: Any, tmp_path: Path) ->
     done = cli(
         "session", "add-input", str(path), "bob.customers", "--column", "email:text", "--column", "spend:float",
         "--key", "email", "--unit", "email", "--min-distinct", "7", "--join-column", "email",
-        "--allow", "spend:avg,sum", "--disclose-suppressed", "--replace",
+        "--allow", "spend:avg,sum", "--disclose-suppressed", "--allow-others-aggregates-in-joins", "--replace",
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     rules = manifest.load(path).inputs["bob.customers"].protection
     assert (rules.unit, rules.min_distinct, rules.join_columns) == ("email", 7, frozenset({"email"}))
     assert rules.aggregates == {"spend": frozenset({"avg", "sum"})} and rules.disclose_suppressed
+    assert rules.allow_others_aggregates_in_joins and not rules.allow_dp
     incomplete = cli("session", "add-input", str(path), "bob.customers", "--column", "email:text", "--unit", "email",
                      "--replace")  # fmt: skip
     assert incomplete.exit_code == 2 and "--min-distinct" in incomplete.stderr
