@@ -107,10 +107,19 @@ class HeaderDeadline(H11Protocol):
             self._stop_deadline()
 
     def on_response_complete(self) -> None:
-        """uvicorn's; and the next request's headers are awaited from now."""
+        """uvicorn's; and the next request's headers are awaited from now.
+
+        A response sent before its request's body ended (a route that reads no body, a refusal)
+        leaves the rest of that body to no one: a byte of it cancelled uvicorn's keep-alive timer
+        for good and the connection held its slot, so such a connection is closed instead.
+        """
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state is h11.IDLE:
             self._await_headers()  # the next request's, unless a pipelined one is already in
+        elif self.conn.our_state is h11.DONE and self.conn.their_state is h11.SEND_BODY:
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """uvicorn's, the deadline cancelled."""

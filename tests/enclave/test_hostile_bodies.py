@@ -7,6 +7,7 @@ a real loopback port.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -264,3 +265,23 @@ def test_connections_that_never_finish_a_requests_headers_are_closed_and_free_th
         held = [_closed_after(sock, at, limits.header_timeout_s + 5) for sock, at in opened.items()]
         assert httpx.get(info, timeout=5).status_code == 200
     assert all(limits.header_timeout_s - 0.1 <= seconds < limits.header_timeout_s + 3 for seconds in held), held
+
+
+@pytest.mark.slow
+def test_a_connection_answered_before_its_body_ended_cannot_keep_its_slot(quick_headers: World) -> None:
+    """A route that reads no body answers at once; one more byte of that body then cancelled
+    uvicorn's keep-alive timer for good, and the header deadline, waiting for a next request that
+    could never start, did not run: each such connection held a slot until its client went."""
+    limits = quick_headers.app.state.settings.limits
+    with ServerThread(quick_headers.app, limits=limits) as server:
+        held = []
+        for _ in range(limits.max_connections):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            sock.sendall(b"GET /v1/info HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")  # a body no one reads
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+            with contextlib.suppress(OSError):  # the connection may be gone already
+                sock.sendall(b"x")
+            held.append((sock, time.monotonic()))
+        closed = [_closed_after(sock, at, limits.keep_alive_s + limits.header_timeout_s + 5) for sock, at in held]
+        assert httpx.get(f"{server.url}/v1/info", timeout=5).status_code == 200
+    assert all(seconds < limits.header_timeout_s for seconds in closed), closed
