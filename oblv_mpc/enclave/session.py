@@ -91,6 +91,7 @@ class Session:
         self.inputs: dict[str, InputRecord] = {}
         self.results: dict[str, ResultRecord | Refusal] = {}
         self.frozen: set[str] = set()
+        self._asked: set[tuple[str, str]] = set()  # (party, synthetic release) that asked once: its one fetch event
         self.epsilon_spent = 0.0
         self.unauthenticated_refusals = 0
         self.events: list[Event] = []
@@ -436,13 +437,26 @@ class Session:
             if request.chunk is not None:
                 return self._chunk(name, request.chunk)
             if self.manifest.computations[name].synthetic is not None:
-                running = self._synthetic_running(name)
-                if running is not None:  # asked again until it ends: no fetch event each time
-                    return ResultAnswer(None, running)
+                return self._synthetic_result(party, name)
             if name not in self.results:
                 self.results[name] = self._attempt(name)
             self._record("fetch", {"computation": name, "party": party})  # released or refused alike
             return ResultAnswer(self._run(name).signed)
+
+    def _synthetic_result(self, party: str, name: str) -> ResultAnswer:
+        """A synthetic release's progress or result; a reader's ``fetch`` event only on its first ask.
+
+        A reader asks again until the generation ends (``mpc fetch`` polls): an event on the ask
+        that finds it ended would carry the time it ended, and with the ``attempt`` event bracket
+        the run for every party, though how long it took is the readers' to know.
+        """
+        running = self._synthetic_running(name)  # starts it, or says what it waits for
+        if (party, name) not in self._asked:
+            self._asked.add((party, name))
+            self._record("fetch", {"computation": name, "party": party})  # the time it was first asked
+        if running is not None:
+            return ResultAnswer(None, running)
+        return ResultAnswer(self._run(name).signed)
 
     def _chunk(self, name: str, index: int) -> ResultChunkAnswer:
         """Chunk ``index`` of a streamed result (lock held; sealing it is the channel's, outside)."""

@@ -8,6 +8,7 @@ which is fast and lets a test see what the enclave handed it, and hold a generat
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -258,3 +259,35 @@ def test_provisioning_a_manifest_with_a_synthesizer_the_image_lacks_is_refused(
     assert response.json()["detail"]["code"] == "invalid_manifest"
     assert "synthesizer 'nosuch' is not installed here" in response.json()["detail"]["message"]
     assert app.state.enclave is None
+
+
+def test_a_non_reader_cannot_time_a_synthetic_generation_from_the_transcript(
+    tmp_path: Path,
+    hospital_keys: dict[str, keys.PrivateKey],
+    dev_ca: DevelopmentCA,
+    measurements: Measurements,
+    spy: Any,
+) -> None:
+    """mpc fetch asks until a generation ends; the ask that found it ended recorded the reader's
+    fetch event at that time, so with the attempt event every party read how long it ran (and
+    whether it failed fast), though only st_mary reads it. One clock for the enclave and clients,
+    moved on by two minutes while the generation is held."""
+    now = [dev_ca.not_before + dt.timedelta(hours=1)]
+    document = hospitals_document(public(hospital_keys), synthesizer="spy", version="1.0", readers=["st_mary"])
+    m = manifest.from_data(document)
+    app = create_app(m, SimulatedNsm(dev_ca, measurements, clock=lambda: now[0]), clock=lambda: now[0])
+    http = TestClient(app)
+    policy = dev_ca.policy(measurements)
+    clients = {h: EnclaveClient(http, m, hospital_keys[h], policy, clock=lambda: now[0]) for h in HOSPITALS}
+    upload_both(Hospitals(m, clients, http), tmp_path, patients=50)
+    spy.GATE.clear()
+    with pytest.raises(StillRunning):
+        clients["st_mary"].result(COMPUTATION)  # starts it
+    now[0] += dt.timedelta(minutes=2)  # the generation takes two minutes
+    spy.GATE.set()
+    assert len(clients["st_mary"].wait_for_result(COMPUTATION, poll_s=0.01).rows) == 500
+    events = clients["st_luke"].transcript()
+    attempt = next(e for e in events if e.kind == "attempt")
+    fetches = [e for e in events if e.kind == "fetch"]
+    assert len(fetches) == 1 and fetches[0].time_ms == attempt.time_ms
+    assert all(e.time_ms == attempt.time_ms for e in events[events.index(attempt) :])
