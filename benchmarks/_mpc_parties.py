@@ -23,6 +23,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import IO, Any
@@ -126,9 +127,10 @@ class Party:
 
     def __init__(self, name: str, args: list[str]) -> None:
         self.name = name
+        self.errors = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  # its stderr, kept as long as the party
         self.process = subprocess.Popen(
             [sys.executable, str(HERE), "--party", name, *args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True,
         )  # fmt: skip
         self.answer()  # ready: imports done
 
@@ -145,7 +147,10 @@ class Party:
         assert self.process.stdout is not None
         line = self.process.stdout.readline()
         if not line:
-            raise RuntimeError(f"party {self.name} stopped (exit {self.process.wait()})")
+            code = self.process.wait()
+            self.errors.seek(0)
+            last = [text for text in self.errors.read().splitlines() if text.strip()][-1:]
+            raise RuntimeError(f"party {self.name} stopped (exit {code}): {' '.join(last)[-300:]}")
         answer: dict[str, Any] = json.loads(line)
         return answer
 
