@@ -42,6 +42,9 @@ def new(
     directory: Path = typer.Option(Path("sessions"), "--dir", help="Folder for the manifest."),
     description: str = typer.Option("", "--description", help="What the parties agree to compute, in words."),
     force: bool = typer.Option(False, "--force", help="Replace an existing manifest of that id."),
+    privacy_budget: float | None = typer.Option(
+        None, "--privacy-budget", metavar="EPSILON", help="What all differentially private releases may spend."
+    ),
 ) -> None:
     """Start a new manifest, DIR/ID.yaml, with no parties yet."""
     path = directory / f"{session_id}.yaml"
@@ -56,6 +59,8 @@ def new(
         "inputs": {},
         "computations": {},
     }
+    if privacy_budget is not None:
+        document["privacy_budget"] = {"epsilon": privacy_budget}
     manifest.dump_document(document, path)
     out.print(str(path))
 
@@ -197,6 +202,15 @@ def add_computation(
     max_output_rows: int | None = typer.Option(
         None, "--max-output-rows", help="Withhold a result with more rows than this, entirely."
     ),
+    dp_epsilon: float | None = typer.Option(
+        None, "--dp-epsilon", metavar="EPSILON", help="Release it with differential privacy (Laplace), at this cost."
+    ),
+    dp_bounds: list[str] = typer.Option(
+        [], "--dp-bound", metavar="COLUMN:LOW:HIGH", help="DP: clamp a summed or averaged column; repeat."
+    ),
+    dp_groups: list[str] = typer.Option(
+        [], "--dp-group", metavar="COLUMN:VALUE,...", help="DP: the public groups of a grouping column; repeat."
+    ),
     description: str = typer.Option("", "--description", help="What it computes, in words."),
     replace: bool = typer.Option(False, "--replace", help="Replace a computation of that name."),
 ) -> None:
@@ -207,21 +221,8 @@ def add_computation(
     if (template is None) == (sql is None):
         raise UsageError("give exactly one of --template or --sql")
     if template is not None:
-        params: dict[str, Any] = {"inputs": inputs}
-        if on is not None:
-            params["join_on" if template == "join_aggregate" else "column"] = on
-        if group_by:
-            params["group_by"] = group_by
-        if aggregates:
-            params["aggregates"] = {}
-            for spec in aggregates:
-                output, _, rest = spec.partition("=")
-                function, sep, column = rest.partition(":")
-                if not output or not sep:
-                    raise UsageError(f"--aggregate {spec!r}: expected OUT=FUNCTION:COLUMN, e.g. n=count:*")
-                params["aggregates"][output] = {function: column}
         body["template"] = template
-        body["params"] = params
+        body["params"] = _template_params(template, inputs, on, group_by, aggregates)
     else:
         if inputs or on or group_by or aggregates:
             raise UsageError("--input, --on, --group-by and --aggregate apply to templates, not to --sql")
@@ -229,7 +230,69 @@ def add_computation(
     body["readers"] = readers
     if max_output_rows is not None:
         body["max_output_rows"] = max_output_rows
+    if dp_epsilon is not None:
+        body["dp"] = _dp(dp_epsilon, dp_bounds, dp_groups)
+    elif dp_bounds or dp_groups:
+        raise UsageError("--dp-bound and --dp-group describe a DP release: give its cost with --dp-epsilon")
     _edit(file, "computations", name, body, replace=replace)
+    if dp_epsilon is not None and "privacy_budget" not in manifest.load_document(file):
+        warn(
+            f"{file} has no privacy_budget: a DP release needs one (privacy_budget: {{epsilon: ...}} at the top, "
+            "or mpc session new --privacy-budget)"
+        )
+
+
+def _template_params(
+    template: str, inputs: list[str], on: str | None, group_by: list[str], aggregates: list[str]
+) -> dict[str, Any]:
+    """A template's ``params:`` from the options that describe them."""
+    params: dict[str, Any] = {"inputs": inputs}
+    if on is not None:
+        params["join_on" if template == "join_aggregate" else "column"] = on
+    if group_by:
+        params["group_by"] = group_by
+    if aggregates:
+        params["aggregates"] = {}
+        for spec in aggregates:
+            output, _, rest = spec.partition("=")
+            function, sep, column = rest.partition(":")
+            if not output or not sep:
+                raise UsageError(f"--aggregate {spec!r}: expected OUT=FUNCTION:COLUMN, e.g. n=count:*")
+            params["aggregates"][output] = {function: column}
+    return params
+
+
+def _dp(epsilon: float, bounds: list[str], groups: list[str]) -> dict[str, Any]:
+    """The ``dp:`` block of a computation (docs/manifest.md): Laplace, so delta is 0."""
+    spec: dict[str, Any] = {"epsilon": epsilon, "delta": 0}
+    if bounds:
+        spec["bounds"] = {}
+        for text in bounds:
+            parts = text.split(":")
+            try:
+                if len(parts) != 3:
+                    raise ValueError(text)
+                spec["bounds"][parts[0]] = [_number(parts[1]), _number(parts[2])]
+            except ValueError:
+                raise UsageError(f"--dp-bound {text!r}: expected COLUMN:LOW:HIGH, e.g. salary:0:400000") from None
+    if groups:
+        spec["groups"] = {}
+        for text in groups:
+            column, sep, values = text.partition(":")
+            if not sep or not values:
+                raise UsageError(f"--dp-group {text!r}: expected COLUMN:VALUE,..., e.g. level:junior,senior")
+            spec["groups"][column] = [_scalar(value) for value in values.split(",")]
+    return spec
+
+
+def _number(text: str) -> int | float:
+    """A bound as written: an integer stays one."""
+    return int(text) if text.lstrip("-").isdigit() else float(text)
+
+
+def _scalar(text: str) -> int | str:
+    """A public group's value: an integer column's groups are integers, the rest text."""
+    return int(text) if text.lstrip("-").isdigit() else text
 
 
 @app.command("check")

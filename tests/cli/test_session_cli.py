@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from oblv_mpc import manifest
 from tests.cli.conftest import Runner
 
@@ -214,3 +216,38 @@ def test_show_previews_a_draft_and_says_what_is_missing(cli: Any, tmp_path: Path
     assert "alice" in shown.stdout
     as_json = json.loads(cli("session", "show", str(tmp_path / "s.yaml"), "--json").stdout)
     assert as_json["draft"] is True and any("at least two parties" in m for m in as_json["missing"])
+
+
+def test_a_dp_release_is_declared_with_flags_alone(cli: Any, tmp_path: Path) -> None:
+    """Issue 16, row 18: every rule has its flag, differential privacy and the budget included."""
+    for p in ("alice", "bob"):
+        assert cli("keygen", p, "--out", str(tmp_path / "keys")).exit_code == 0
+    made = cli("session", "new", "pay", "--dir", str(tmp_path), "--privacy-budget", "1.5")
+    assert made.exit_code == 0, made.output
+    path = tmp_path / "pay.yaml"
+    for p in ("alice", "bob"):
+        assert cli("session", "add-party", str(path), p, "--key", str(tmp_path / f"keys/{p}_public.der")).exit_code == 0
+        done = cli(
+            "session", "add-input", str(path), f"{p}.staff", "--column", "id:text", "--column", "level:text",
+            "--column", "salary:float", "--key", "id", "--unit", "id", "--min-distinct", "3",
+            "--dimension", "level", "--allow", "salary:avg,sum", "--allow-dp",
+        )  # fmt: skip
+        assert done.exit_code == 0, done.output
+    done = cli(
+        "session", "add-computation", str(path), "mean_pay", "--template", "aggregate",
+        "--input", "alice.staff", "--input", "bob.staff", "--group-by", "level",
+        "--aggregate", "mean=avg:salary", "--reader", "alice", "--reader", "bob",
+        "--dp-epsilon", "0.5", "--dp-bound", "salary:0:400000", "--dp-group", "level:junior,senior",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    loaded = manifest.load(path)
+    assert loaded.privacy_budget is not None and loaded.privacy_budget["epsilon"] == pytest.approx(1.5)
+    dp = loaded.computations["mean_pay"].dp
+    assert dp is not None and dp.epsilon == pytest.approx(0.5)
+    assert dp.bounds == {"salary": (0, 400000)} and dp.groups == {"level": ("junior", "senior")}
+    bad = cli("session", "add-computation", str(path), "x", "--sql", "SELECT 1", "--reader", "alice",
+              "--dp-bound", "salary:0")  # fmt: skip
+    assert bad.exit_code == 2 and "--dp-epsilon" in bad.stderr
+    bad = cli("session", "add-computation", str(path), "x", "--sql", "SELECT 1", "--reader", "alice",
+              "--dp-epsilon", "1", "--dp-bound", "salary:0")  # fmt: skip
+    assert bad.exit_code == 2 and "COLUMN:LOW:HIGH" in bad.stderr
