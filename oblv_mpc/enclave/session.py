@@ -13,28 +13,26 @@ results it may read: status and transcripts show other parties' inputs as salted
 freeze when it is first attempted, whatever the outcome (released, withheld by a rule, stopped
 by a limit), and that outcome is kept, so it cannot be probed again after a re-upload; refusals
 and transcript events of withheld or failed runs carry no numbers. Every event carries the time
-its request reached the session, not the time it was recorded (:meth:`Session._request`), so no
-two events bracket a run: a non-reader cannot read from the transcript how long a computation
-took, or whether it was stopped at the time limit.
+its request reached the session (:mod:`oblv_mpc.enclave.event_log`), so no two events bracket a
+run.
 """
 
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import threading
-from collections.abc import Callable, Iterator
 from typing import Any
 
 from oblv_mpc import keys
 from oblv_mpc.enclave import privacy
 from oblv_mpc.enclave.engine import Engine, RunFailed
+from oblv_mpc.enclave.event_log import Clock, EventLog
 from oblv_mpc.enclave.records import OUTCOME_CODES, InputRecord, Refusal, ResultRecord
 from oblv_mpc.enclave.settings import EnclaveSettings
 from oblv_mpc.enclave.synthesis import Start, Synthesis, on_thread
 from oblv_mpc.enclave.uploads import Upload, Uploads
-from oblv_mpc.errors import EnclaveRefused, MpcError, NotReady
+from oblv_mpc.errors import EnclaveRefused, NotReady
 from oblv_mpc.ingest import IngestSummary
 from oblv_mpc.manifest import Manifest
 from oblv_mpc.manifest.rules import Withheld
@@ -54,11 +52,9 @@ from oblv_mpc.protocol.answers import (
 from oblv_mpc.protocol.commitment import SALT_BYTES, commit
 from oblv_mpc.protocol.envelope import sign_statement
 from oblv_mpc.protocol.messages import ComputeRequest, ResultRequest, UploadChunk
-from oblv_mpc.protocol.transcript import GENESIS, Event, make_event
+from oblv_mpc.protocol.transcript import Event
 from oblv_mpc.synthetic import registry as synthesizers
 from oblv_mpc.synthetic.run import Release
-
-Clock = Callable[[], dt.datetime]
 
 
 class Session:
@@ -83,10 +79,8 @@ class Session:
         self._signing = signing
         self.instance = instance
         self.settings = settings
-        self._clock = clock
         self._lock = threading.Lock()
-        self._arrived: int | None = None  # when the request holding the lock reached the session
-        self._refused = threading.local()  # per request thread: its arrival, for its refusal event
+        self.log = EventLog(clock, self._lock)
         self._uploads = Uploads(manifest, settings.limits, self.engine.ingest, self._discarded)
         self.inputs: dict[str, InputRecord] = {}
         self.results: dict[str, ResultRecord | Refusal] = {}
@@ -94,7 +88,6 @@ class Session:
         self._asked: set[tuple[str, str]] = set()  # (party, synthetic release) that asked once: its one fetch event
         self.epsilon_spent = 0.0
         self.unauthenticated_refusals = 0
-        self.events: list[Event] = []
         self.synthesizers = tuple((s.name, s.version) for s in registry.listed() if not s.unavailable)
         self._synthesis = Synthesis(registry, self._lock, self._finish_synthetic, start)
         self._record("start", {"session": manifest.session, "manifest": manifest.hash, "instance": instance.hex()})
@@ -108,43 +101,19 @@ class Session:
 
     def now_ms(self) -> int:
         """The session clock, in milliseconds since the epoch."""
-        return int(self._clock().timestamp() * 1000)
+        return self.log.now_ms()
 
-    @contextlib.contextmanager
-    def _request(self, arrived: int | None = None) -> Iterator[None]:
-        """Hold the session lock for one request; the events it records carry ``arrived``: the time it
-        reached the session (now, unless given), not the time they are recorded.
+    @property
+    def events(self) -> list[Event]:
+        """The transcript's events so far (read them under the session lock)."""
+        return self.log.events
 
-        Every party reads the transcript. With the time of recording, the ``attempt`` event (before
-        the run) and the reader's ``fetch`` (after it) bracketed the run, and a request that waited
-        for the lock meanwhile marked when the run ended: a non-reader learned how long a run took
-        and whether the time limit stopped it (an outcome for readers only). If the request is
-        refused, :meth:`record_refusal`, called on the same thread once the session has answered,
-        gives its refusal event this time too.
-        """
-        arrived = self.now_ms() if arrived is None else arrived
-        self._refused.arrived = arrived
-        try:
-            with self._lock:
-                self._arrived = arrived
-                try:
-                    yield
-                finally:
-                    self._arrived = None
-        except MpcError:
-            raise  # a refusal: record_refusal takes the time
-        except BaseException:
-            self._refused.arrived = None
-            raise
-        self._refused.arrived = None
+    def _request(self, arrived: int | None = None) -> contextlib.AbstractContextManager[None]:
+        """The session lock for one request, whose events carry its arrival (:class:`EventLog`)."""
+        return self.log.request(arrived)
 
     def _record(self, kind: str, data: dict[str, Any]) -> None:
-        """Append an event, at its request's arrival (:meth:`_request`); times never go back."""
-        prev = self.events[-1].hash if self.events else GENESIS
-        time_ms = self.now_ms() if self._arrived is None else self._arrived
-        if self.events:
-            time_ms = max(time_ms, self.events[-1].time_ms)
-        self.events.append(make_event(len(self.events), prev, time_ms, kind, data))
+        self.log.record(kind, data)
 
     def _statement(self, kind: str, **fields: Any) -> SignedStatement:
         base = {
@@ -164,8 +133,7 @@ class Session:
         its outcome. The ``fetch`` event already says that the reader asked. A refused session
         operation's event carries the time the request reached the session (:meth:`_request`).
         """
-        arrived = getattr(self._refused, "arrived", None)
-        self._refused.arrived = None
+        arrived = self.log.refusal_arrival()
         if code in OUTCOME_CODES:
             return
         with self._request(arrived):
