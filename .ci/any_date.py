@@ -36,6 +36,8 @@ CLOCKS = (
     (dt.datetime(2035, 12, 31, 4, 0, tzinfo=dt.UTC), "America/Adak"),  # UTC-10: still Dec 30 there
 )
 
+RUN_LIMIT_S = 20 * 60  # one whole run takes about 8 minutes on the 2-core machine
+
 
 def _library() -> Path:
     import libfaketime  # the vendored build of libfaketime that the `libfaketime` wheel ships
@@ -80,7 +82,11 @@ def main(argv: list[str]) -> int:
             print(f"any-date: the whole suite with the clock at {start:%Y-%m-%d %H:%M} UTC, in {zone}", flush=True)
             command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
             command += [f"--basetemp={Path(folder) / f'tmp-{index}'}", *argv]
-            code = subprocess.run(command, env=env, check=False).returncode
+            try:
+                code = subprocess.run(command, env=env, check=False, timeout=RUN_LIMIT_S).returncode
+            except subprocess.TimeoutExpired:  # e.g. a failed test's server thread kept pytest from exiting
+                failed.append(f"{start:%Y-%m-%d} ({zone}): pytest did not end within {RUN_LIMIT_S // 60} min")
+                continue
             if code != 0:
                 failed.append(f"{start:%Y-%m-%d} ({zone}): pytest exited {code}")
     for line in failed:
