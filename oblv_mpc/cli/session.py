@@ -176,10 +176,8 @@ def _protection(
     if allow:
         rules["aggregates"] = {}
         for spec in allow:
-            column, sep, functions = spec.partition(":")
-            if not sep or not functions:
-                raise UsageError(f"--allow {spec!r}: expected COLUMN:FUNCTION[,FUNCTION], e.g. salary:avg,sum")
-            rules["aggregates"][column] = functions.split(",")
+            column, functions = _column_list("--allow", spec, "COLUMN:FUNCTION[,FUNCTION], e.g. salary:avg,sum")
+            rules["aggregates"][column] = functions
     rules.update((name, True) for name, given in flags.items() if given)
     return rules
 
@@ -278,11 +276,17 @@ def _dp(epsilon: float, bounds: list[str], groups: list[str]) -> dict[str, Any]:
     if groups:
         spec["groups"] = {}
         for text in groups:
-            column, sep, values = text.partition(":")
-            if not sep or not values:
-                raise UsageError(f"--dp-group {text!r}: expected COLUMN:VALUE,..., e.g. level:junior,senior")
-            spec["groups"][column] = [_scalar(value) for value in values.split(",")]
+            column, values = _column_list("--dp-group", text, "COLUMN:VALUE,..., e.g. level:junior,senior")
+            spec["groups"][column] = [_scalar(value) for value in values]
     return spec
+
+
+def _column_list(option: str, text: str, expected: str) -> tuple[str, list[str]]:
+    """``COLUMN:A,B,...`` as the column and its items, or a usage error naming ``option``."""
+    column, sep, items = text.partition(":")
+    if not sep or not items:
+        raise UsageError(f"{option} {text!r}: expected {expected}")
+    return column, items.split(",")
 
 
 def _number(text: str) -> int | float:
