@@ -8,29 +8,58 @@ a traceback, without local variables (keys live in locals).
 
 from __future__ import annotations
 
+import functools
+import importlib
 from typing import Any
 
 import typer
+import typer.main
 from typer.core import TyperGroup
 
 from oblv_mpc import __version__
-from oblv_mpc.cli import attestation as attestation_cli
-from oblv_mpc.cli import connect as connect_cli
-from oblv_mpc.cli import demo as demo_cli
-from oblv_mpc.cli import enclave as enclave_cli
-from oblv_mpc.cli import keys as keys_cli
-from oblv_mpc.cli import party as party_cli
-from oblv_mpc.cli import profiles as profiles_cli
-from oblv_mpc.cli import session as session_cli
-from oblv_mpc.cli import synthetic as synthetic_cli
 from oblv_mpc.cli._console import err, plain
 from oblv_mpc.cli._help import HELP_OPTION_NAMES, conventional
 from oblv_mpc.errors import MpcError
 from oblv_mpc.runtime import pin_mmap_threshold
 
+# Each top-level command and the module of oblv_mpc.cli that registers it, in the order help lists
+# them. A module is imported when one of its commands runs (or help lists them), so `mpc keygen`
+# or `mpc session add-input` does not load the web framework, Arrow and DuckDB that `mpc enclave
+# serve` and `mpc submit` need: a quarter of a second per command instead of most of a second.
+_COMMANDS = {
+    "keygen": "keys",
+    "demo": "demo",
+    "connect": "connect",
+    **dict.fromkeys(("submit", "status", "compute", "fetch", "transcript"), "party"),
+    "profiles": "profiles",
+    "key": "keys",
+    "attestation": "attestation",
+    "pcrs": "attestation",
+    "enclave": "enclave",
+    "session": "session",
+    "synthetic": "synthetic",
+}
+
+
+@functools.cache
+def _commands_of(module: str) -> Any:  # a click group; typer vendors click, so its type is private
+    """The commands ``oblv_mpc.cli.<module>`` registers, as they would be on the root."""
+    holder = typer.Typer(rich_markup_mode=None)
+    importlib.import_module(f"oblv_mpc.cli.{module}").register(holder)
+    conventional(holder)
+    return typer.main.get_group(holder)
+
 
 class _ErrorBoundary(TyperGroup):
-    """The top-level group: turns every MpcError into a message and an exit code."""
+    """The top-level group: loads each command's module when it is asked for, and turns every
+    MpcError into a message and an exit code."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(_COMMANDS)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        module = _COMMANDS.get(cmd_name)
+        return None if module is None else _commands_of(module).commands.get(cmd_name)
 
     def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context; its type is private
         try:
@@ -64,18 +93,6 @@ def _root(
     ),
 ) -> None:
     """Multiparty computation brokered by an attested enclave (AWS Nitro Enclaves)."""
-
-
-keys_cli.register(app)
-demo_cli.register(app)
-attestation_cli.register(app)
-connect_cli.register(app)
-party_cli.register(app)
-profiles_cli.register(app)
-app.add_typer(enclave_cli.app, name="enclave")
-app.add_typer(session_cli.app, name="session")
-app.add_typer(synthetic_cli.app, name="synthetic")
-conventional(app)  # usage and help as command-line users expect them (cli/_help.py)
 
 
 def main() -> None:

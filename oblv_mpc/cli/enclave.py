@@ -192,3 +192,8 @@ def provision(
         provisioned = send_manifest(http, manifest_path)
     out.print(f"provisioned session {provisioned.session}, manifest hash {provisioned.manifest_sha256}")
     err.print("parties verify this hash in every attestation; a different manifest would be refused by them")
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``mpc enclave ...`` to ``root``."""
+    root.add_typer(app, name="enclave")

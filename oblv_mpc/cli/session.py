@@ -446,3 +446,8 @@ def _render(m: Manifest) -> None:
             out.print(plain(f"    - {rule}"))
         sql = plain(c.sql, multiline=True).plain  # what the hash covers, every hiding character escaped
         out.print(Panel(Syntax(sql, "sql", theme="ansi_dark", word_wrap=True), title="exact SQL", title_align="left"))
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``mpc session ...`` to ``root``."""
+    root.add_typer(app, name="session")

@@ -90,3 +90,8 @@ def synthesizers(as_json: bool = typer.Option(False, "--json", help="Print the l
     for s in listed:
         table.add_row(plain(s.name), plain(s.version), plain(s.description), plain(s.unavailable or "yes"))
     out.print(table)
+
+
+def register(root: typer.Typer) -> None:
+    """Add ``mpc synthetic ...`` to ``root``."""
+    root.add_typer(app, name="synthetic")

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import TYPE_CHECKING, Any, Protocol
 
 from oblv_mpc.manifest.naming import is_helper
+
+if TYPE_CHECKING:  # Arrow is imported where rules are applied (in the enclave), not where a manifest is read
+    import pyarrow as pa
 
 
 class Withheld(Exception):
@@ -83,6 +83,9 @@ class MinDistinctUnits:
 
     def apply(self, result: Judged) -> Judged:
         """Keep the groups with at least ``k`` units (a null count keeps none); count the others as suppressed."""
+        import pyarrow as pa  # here, not at the top: see the imports above
+        import pyarrow.compute as pc
+
         index = [name for name, _ in result.columns].index(self.column)
         counts = result.batch.column(index)
         if pa.types.is_integer(counts.type):  # the enclave's own count(DISTINCT ...), always

@@ -16,9 +16,9 @@ ROOT = Path(__file__).parents[2]
 
 def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any]]:
     yield path, command
-    if hasattr(command, "commands"):  # a group (typer vendors click, so no isinstance)
-        for name, sub in command.commands.items():
-            yield from _commands(sub, (*path, name))
+    if hasattr(command, "list_commands"):  # a group (typer vendors click, so no isinstance)
+        for name in command.list_commands(None):  # the root loads each command's module when asked
+            yield from _commands(command.get_command(None, name), (*path, name))
 
 
 COMMANDS = list(_commands(typer.main.get_command(app)))
