@@ -20,7 +20,7 @@ _THRESHOLD = 32 * 1024 * 1024
 
 
 def pin_mmap_threshold() -> bool:
-    """Pin glibc's mmap threshold at 1 MiB; return whether it took effect."""
+    """Pin glibc's mmap threshold at 32 MiB; return whether it took effect."""
     name = ctypes.util.find_library("c")
     if name is None:
         return False
