@@ -78,9 +78,18 @@ def whole_frames(stream_id: bytes, pieces: Iterable[bytes], limit: int) -> Itera
 
 
 def ahead(items: Iterator[T]) -> Iterator[T]:
-    """Produce the next item in a worker thread while the caller uses the current one."""
-    with ThreadPoolExecutor(max_workers=1) as worker:
+    """Produce the next item in a worker thread while the caller uses the current one.
+
+    A caller that stops early does not wait for the item being produced: it finishes in the
+    worker, which then ends. (Waiting deadlocked a whole process at exit: a result stream that a
+    failed test left unread was finalized by the garbage collector on the one thread its pending
+    fetch needed to finish, a test client's event loop.)
+    """
+    worker = ThreadPoolExecutor(max_workers=1)
+    try:
         pending = worker.submit(next, items, None)
         while (item := pending.result()) is not None:
             pending = worker.submit(next, items, None)
             yield item
+    finally:
+        worker.shutdown(wait=False, cancel_futures=True)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +34,7 @@ from oblv_mpc.protocol.messages import (
     UploadChunk,
     parse_request,
 )
-from oblv_mpc.streaming import frames
+from oblv_mpc.streaming import ahead, frames
 
 LIMITS = Limits()
 STREAM = b"s" * 16
@@ -160,3 +162,23 @@ def test_every_refusal_code_in_the_code_is_in_the_one_table() -> None:
     used = _codes_used()
     assert {"bad_request", "too_many_streams", "compute_limit", "cannot_open", "not_provisioned"} <= used  # found
     assert used | {SEQUENCE} <= set(refusals.CODES), used - set(refusals.CODES)
+
+
+def test_a_stream_read_ahead_and_left_early_does_not_wait_for_its_next_item() -> None:
+    """Closing (or collecting) a half-read stream returns at once, while the worker is still
+    producing the next item: waiting for it can deadlock when that item needs the closing thread."""
+    release = threading.Event()
+
+    def slow() -> Iterator[int]:
+        yield 1
+        release.wait(timeout=30)  # the next item is stuck until the test lets it go
+        yield 2
+
+    stream = ahead(slow())
+    assert next(stream) == 1
+    closing = threading.Thread(target=stream.close, daemon=True)
+    closing.start()
+    closing.join(timeout=5)
+    stuck = closing.is_alive()
+    release.set()
+    assert not stuck, "closing the stream waited for the item being produced"
