@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -129,24 +130,41 @@ def _high_water(pid: int) -> int:
     raise AssertionError(f"no VmHWM for process {pid}")
 
 
+@dataclass
+class ProxyProcess:
+    """A running `mpc connect --lport 0`; once it stopped, its exit code and stderr."""
+
+    url: str
+    pid: int
+    returncode: int | None = None
+    errors: str = ""
+
+
 @contextlib.contextmanager
-def proxy_process(enclave: Enclave, workspace: Path, party: str, key: keys.PrivateKey) -> Iterator[tuple[str, int]]:
-    """`mpc connect --lport 0` for ``party`` as a real process: its URL and process id."""
+def proxy_process(enclave: Enclave, workspace: Path, party: str, key: keys.PrivateKey) -> Iterator[ProxyProcess]:
+    """`mpc connect --lport 0` for ``party`` as a real process, stopped with Ctrl-C (SIGINT) at the end."""
     keys.save_key_pair(key, workspace, party)
-    proxy = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "oblv_mpc", "connect", "--url", enclave.url, "--pcr-file", str(enclave.policy_file),
          "--manifest", "s.yaml", "--key", f"{party}_private.der", "--lport", "0"],
         cwd=workspace, env={**os.environ, "MPC_HOME": str(workspace / "home"), "PYTHONPATH": str(ROOT)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        assert proxy.stdout is not None
-        ready = proxy.stdout.readline()
+        assert process.stdout is not None
+        ready = process.stdout.readline()
         assert ready.startswith("ready: proxy listening on http://127.0.0.1:"), ready
-        yield ready.split()[4], proxy.pid
+        proxy = ProxyProcess(ready.split()[4], process.pid)
+        yield proxy
     finally:
-        proxy.send_signal(signal.SIGINT)
-        proxy.communicate(timeout=20)
+        process.send_signal(signal.SIGINT)
+        try:
+            _, errors = process.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()  # not left running past the test
+            process.communicate()
+            raise
+    proxy.returncode, proxy.errors = process.returncode, errors
 
 
 BODY_BYTES = 60 * 2**20  # the enclave takes request bodies of up to 64 MiB
@@ -167,12 +185,12 @@ def test_large_body_streams_through_a_flat_proxy(workspace: Path, party_keys: di
 
     def growth(party: str, size: int) -> int:
         """How much more the party's proxy held at most once it had forwarded ``size`` bytes."""
-        with proxy_process(enclave, workspace, party, party_keys[party]) as (url, pid):
-            before = _high_water(pid)
-            answer = httpx.post(f"{url}/psi/upload", content=body(size), timeout=120)
+        with proxy_process(enclave, workspace, party, party_keys[party]) as proxy:
+            before = _high_water(proxy.pid)
+            answer = httpx.post(f"{proxy.url}/psi/upload", content=body(size), timeout=120)
             assert answer.status_code == 200, answer.text
             assert answer.json()["distinct_emails"] == 1
-            return _high_water(pid) - before
+            return _high_water(proxy.pid) - before
 
     try:
         held = growth("alice", BODY_BYTES)
@@ -241,27 +259,14 @@ def test_restarted_enclave_is_verified_again_before_anything_is_forwarded(
 @pytest.mark.slow
 def test_connect_lport_as_a_real_process(workspace: Path, party_keys: dict[str, keys.PrivateKey]) -> None:
     enclave = start_enclave(workspace)
-    key = workspace / "alice_private.der"
-    keys.save_key_pair(party_keys["alice"], workspace, "alice")
-    proxy = subprocess.Popen(
-        [sys.executable, "-m", "oblv_mpc", "connect", "--url", enclave.url, "--pcr-file", str(enclave.policy_file),
-         "--manifest", "s.yaml", "--key", str(key), "--lport", "0"],
-        cwd=workspace, env={**os.environ, "MPC_HOME": str(workspace / "home"), "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
     try:
-        assert proxy.stdout is not None
-        ready = proxy.stdout.readline()
-        assert ready.startswith("ready: proxy listening on http://127.0.0.1:"), ready
-        url = ready.split()[4]
-        answer = httpx.post(f"{url}/millionaires/wealth", json={"amount": 10}, timeout=30)
-        assert answer.json()["submitted"] == "alice"
+        with proxy_process(enclave, workspace, "alice", party_keys["alice"]) as proxy:
+            answer = httpx.post(f"{proxy.url}/millionaires/wealth", json={"amount": 10}, timeout=30)
+            assert answer.json()["submitted"] == "alice"
     finally:
-        proxy.send_signal(signal.SIGINT)
-        _, errors = proxy.communicate(timeout=20)
         enclave.stop()
     assert proxy.returncode == 0
-    assert "alice POST /millionaires/wealth -> 200" in errors
+    assert "alice POST /millionaires/wealth -> 200" in proxy.errors
 
 
 def test_proxy_reattests_before_the_leaf_certificate_expires(
