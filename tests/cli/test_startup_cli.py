@@ -38,3 +38,16 @@ def test_light_commands_start_without_the_enclave_arrow_or_duckdb(args: tuple[st
 
 def test_the_probe_sees_a_command_that_does_load_them() -> None:
     assert {"fastapi", "pyarrow"} <= _loaded("enclave", "serve", "--help")
+
+
+def test_every_command_a_module_registers_is_listed_at_the_root() -> None:
+    """The root names each command's module ahead of loading it: a command a module adds but the
+    root does not name would exist and never run."""
+    from oblv_mpc import cli
+
+    for module in set(cli._COMMANDS.values()):
+        registered = set(cli._commands_of(module).commands)
+        named = {name for name, owner in cli._COMMANDS.items() if owner == module}
+        assert registered == named, (
+            f"oblv_mpc.cli.{module} registers {sorted(registered)}, the root names {sorted(named)}"
+        )
