@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import statistics
 from collections.abc import Callable
@@ -9,6 +10,8 @@ from typing import Any
 
 import duckdb
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oblv_mpc import manifest
 from oblv_mpc.manifest import Manifest
@@ -111,4 +114,49 @@ def test_psi_ignores_nulls_and_duplicates(salary_doc: Callable[[], dict[str, Any
 def test_template_sql_quotes_identifiers(salary_doc: Callable[[], dict[str, Any]]) -> None:
     sql = manifest.from_data(salary_doc()).computations["common_ids"].sql
     assert '"alice"."employees"' in sql
-    assert sql.count("INTERSECT") == 2
+    assert '"bob"."employees"' in sql and '"carol"."employees"' in sql
+
+
+_PSI_VALUES = {
+    "text": st.sampled_from(["a", "A", "a ", "", "b", "\u00e9", "e\u0301", "x" * 40]),
+    "integer": st.integers(-3, 3) | st.sampled_from([2**63 - 1, -(2**63)]),
+    "float": st.sampled_from([0.0, -0.0, 1.5, float("nan"), float("inf"), -float("inf"), 1e-300]),
+}
+
+
+@settings(max_examples=int(os.environ.get("PSI_EXAMPLES", "60")), deadline=None)
+@given(
+    kind=st.sampled_from(sorted(_PSI_VALUES)),
+    data=st.data(),
+    parties=st.sampled_from([("alice", "bob"), ("alice", "bob", "carol")]),
+)
+def test_psi_is_the_intersection_of_the_inputs_non_null_values(
+    party_keys: dict[str, Any], kind: str, data: st.DataObject, parties: tuple[str, ...]
+) -> None:
+    """The templates' SQL gives what `INTERSECT` of the inputs' non-NULL values gives, in DuckDB,
+    on any values: NULLs, repeats, 0.0 and -0.0, NaN, strings that differ by a space or a case."""
+    from tests.conftest import salary_document
+
+    doc = salary_document(party_keys, parties)
+    doc["inputs"] = {
+        f"{p}.t": {
+            "columns": {"v": kind},
+            "max_rows": 100,
+            "max_bytes": 100_000,
+            "protection": {"release": "unrestricted"},
+        }
+        for p in parties
+    }
+    tables = [f"{p}.t" for p in parties]
+    doc["computations"] = {
+        "common": {"template": "psi", "params": {"inputs": tables, "column": "v"}, "readers": ["alice"]},
+        "size": {"template": "psi_cardinality", "params": {"inputs": tables, "column": "v"}, "readers": ["alice"]},
+    }
+    m = manifest.from_data(doc)
+    values = st.lists(st.none() | _PSI_VALUES[kind], max_size=8)
+    con = _load(m, {t: [{"v": v} for v in data.draw(values, label=t)] for t in tables})
+    reference = " INTERSECT ".join(f'SELECT "v" FROM "{p}"."t" WHERE "v" IS NOT NULL' for p in parties)
+    expected = con.execute(f"SELECT * FROM ({reference}) ORDER BY 1").fetchall()
+    got = con.execute(m.computations["common"].sql).fetchall()
+    assert repr(got) == repr(expected)  # repr: NaN equals itself, and -0.0 stays apart from 0.0
+    assert con.execute(m.computations["size"].sql).fetchall() == [(len(expected),)]
