@@ -101,11 +101,7 @@ def run_duckdb(job: str, files: dict[str, Path]) -> dict[str, Any]:
         result = con.execute(f"SELECT avg(value) FROM ({union})").fetchone()[0]  # type: ignore[index]
     else:
         a, b = files["emails_alice"], files["emails_bob"]
-        # the SQL the enclave's psi templates run (oblv_mpc/manifest/templates/psi.py), on the files
-        common = (
-            f"SELECT DISTINCT email FROM read_csv('{a}') WHERE email IS NOT NULL "
-            f"AND email IN (SELECT email FROM read_csv('{b}'))"
-        )
+        common = f"SELECT email FROM read_csv('{a}') INTERSECT SELECT email FROM read_csv('{b}')"
         if job == "psi":
             result = len(con.execute(common).fetchall())
         else:

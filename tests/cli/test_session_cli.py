@@ -69,7 +69,7 @@ def test_assemble_check_show_hash(cli: Any, tmp_path: Path) -> None:
     assert data["computations"]["overlap_size"]["sql"] == loaded.computations["overlap_size"].sql
     assert data["parties"]["alice"]["fingerprint"] == loaded.parties["alice"].fingerprint
     pretty = cli("session", "show", str(path))
-    assert "SELECT DISTINCT" in pretty.stdout and loaded.parties["bob"].fingerprint[:16] in pretty.stdout
+    assert "INTERSECT" in pretty.stdout and loaded.parties["bob"].fingerprint[:16] in pretty.stdout
 
 
 def test_edits_that_break_the_manifest_are_refused_and_leave_it_intact(cli: Any, tmp_path: Path) -> None:

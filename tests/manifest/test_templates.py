@@ -115,6 +115,7 @@ def test_template_sql_quotes_identifiers(salary_doc: Callable[[], dict[str, Any]
     sql = manifest.from_data(salary_doc()).computations["common_ids"].sql
     assert '"alice"."employees"' in sql
     assert '"bob"."employees"' in sql and '"carol"."employees"' in sql
+    assert sql.count("INTERSECT") == 2
 
 
 _PSI_VALUES = {

@@ -21,16 +21,14 @@ def _core(
     on = match_columns(found, params.get("column"), path, "column", problems)
     if problems or not found:
         return None, "", [], {}
-    first, output = found[0], on[found[0].qualified]
-    # The distinct non-NULL values of the first input that every other input holds: what
-    # `INTERSECT` of the inputs' non-NULL values gives, as semi joins and one DISTINCT, which
-    # DuckDB runs 25-35% faster when half the values are shared (2026-12-07, 1M and 10M rows).
-    held = "".join(
-        f"\n  AND {quote(output)} IN (SELECT {quote(on[t.qualified])} FROM {table_ref(t.qualified)})" for t in found[1:]
-    )
-    core = f"SELECT DISTINCT {quote(output)} FROM {table_ref(first.qualified)}\nWHERE {quote(output)} IS NOT NULL{held}"
+    output = on[found[0].qualified]
+    selects = [
+        f"SELECT {quote(on[t.qualified])} AS {quote(output)} FROM {table_ref(t.qualified)} "
+        f"WHERE {quote(on[t.qualified])} IS NOT NULL"
+        for t in found
+    ]
     normalized = PsiParams(tuple(t.qualified for t in found), {t.qualified: on[t.qualified] for t in found})
-    return normalized, core, found, on
+    return normalized, "\nINTERSECT\n".join(selects), found, on
 
 
 def psi(params: Mapping[str, Any], path: str, tables: Mapping[str, InputTable], problems: Problems) -> Generated | None:
