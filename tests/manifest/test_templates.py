@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import statistics
 from collections.abc import Callable
@@ -15,6 +14,7 @@ from hypothesis import strategies as st
 
 from oblv_mpc import manifest
 from oblv_mpc.manifest import Manifest
+from tests.conftest import salary_document
 
 
 def _load(m: Manifest, rows: dict[str, list[tuple[Any, ...]]]) -> duckdb.DuckDBPyConnection:
@@ -125,7 +125,7 @@ _PSI_VALUES = {
 }
 
 
-@settings(max_examples=int(os.environ.get("PSI_EXAMPLES", "60")), deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     kind=st.sampled_from(sorted(_PSI_VALUES)),
     data=st.data(),
@@ -136,8 +136,6 @@ def test_psi_is_the_intersection_of_the_inputs_non_null_values(
 ) -> None:
     """The templates' SQL gives what `INTERSECT` of the inputs' non-NULL values gives, in DuckDB,
     on any values: NULLs, repeats, 0.0 and -0.0, NaN, strings that differ by a space or a case."""
-    from tests.conftest import salary_document
-
     doc = salary_document(party_keys, parties)
     doc["inputs"] = {
         f"{p}.t": {
