@@ -6,7 +6,8 @@ valid upload, which DuckDB scans in place, registered under a name no other tabl
 (``oblv_mpc.manifest.naming.data_name``). An upload in progress, or a failed one, is never
 visible to SQL.
 
-A run is bounded: DuckDB's ``memory_limit``, and an interrupt after the settings' time limit. It
+A run is bounded: DuckDB's ``memory_limit`` (with no temp directory, so it never spills rows to
+disk), and an interrupt after the settings' time limit. It
 runs the computation's ``run_sql`` (the agreed SQL plus the enclave's per-owner unit counts),
 then its release policy. Failures say which limit stopped the run, never DuckDB's message, which
 may quote values from the data.
@@ -45,6 +46,9 @@ _LOCKED_CONFIG = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
+    # No temp directory: past memory_limit a run stops, instead of DuckDB spilling the parties'
+    # rows to files under the process's working directory (its default, ".tmp").
+    "temp_directory": "",
 }
 
 

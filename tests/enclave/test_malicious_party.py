@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -407,6 +408,50 @@ def test_a_runaway_query_is_stopped_at_the_time_limit_and_says_only_that(
     assert info.value.code == "compute_limit"
     assert info.value.reason == "forever: the computation was stopped at its time limit (0.5 s)"
     assert clients["beta"].status()["inputs"]["alpha.t"]["frozen"]
+
+
+def test_a_query_past_the_memory_limit_stops_there_and_spills_no_rows_to_disk(
+    org_keys: dict[str, keys.PrivateKey],
+    dev_ca: DevelopmentCA,
+    measurements: Measurements,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """DuckDB's default for an in-memory database is to spill past its memory limit into ``.tmp``
+    under the working directory: the parties' rows, in plaintext, on the host's disk."""
+    from oblv_mpc.enclave import EnclaveSettings
+    from oblv_mpc.limits import Limits
+
+    monkeypatch.chdir(tmp_path)
+    document = {
+        "version": 1,
+        "session": "hungry",
+        "parties": _parties(org_keys, "alpha", "beta"),
+        "inputs": {
+            f"{p}.t": {"columns": {"x": "integer"}, "protection": {"release": "unrestricted"}}
+            for p in ("alpha", "beta")
+        },
+        "computations": {
+            "big": {
+                "sql": (  # a million distinct strings: ~5 s past 32 MiB when DuckDB may spill them
+                    "WITH RECURSIVE r(n) AS (SELECT x FROM alpha.t UNION ALL SELECT n + 1 FROM r WHERE n < 1000000) "
+                    "SELECT count(*) AS n FROM (SELECT DISTINCT n::VARCHAR || '-padding-padding-padding' FROM r)"
+                ),
+                "readers": ["alpha"],
+            }
+        },
+    }
+    loaded = manifest.from_data(document)
+    settings = EnclaveSettings(limits=Limits(compute_memory_bytes=32 * 1024 * 1024))
+    http = TestClient(create_app(loaded, SimulatedNsm(dev_ca, measurements), settings))
+    clients = {p: EnclaveClient(http, loaded, org_keys[p], dev_ca.policy(measurements)) for p in ("alpha", "beta")}
+    clients["alpha"].upload("t", io.BytesIO(b"x\n1\n"))
+    clients["beta"].upload("t", io.BytesIO(b"x\n2\n"))
+    with pytest.raises(EnclaveRefused) as info:
+        clients["alpha"].result("big")
+    assert info.value.code == "compute_limit"
+    assert info.value.reason == "big: the computation was stopped at its memory limit (33,554,432 bytes)"
+    assert list(tmp_path.iterdir()) == []  # no .tmp: nothing of the run was written anywhere
 
 
 @pytest.mark.parametrize(
