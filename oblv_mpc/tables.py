@@ -59,7 +59,11 @@ from oblv_mpc.manifest.templates import quote
 READ_BLOCK = 4 * 1024 * 1024
 _PARSE = pacsv.ParseOptions(newlines_in_values=True)  # otherwise Arrow's defaults (quoting above)
 # No temp directory: a key check never spills the keys it compares to disk (engine.py says why).
-_PRIVATE_DUCKDB = {"enable_external_access": False, "temp_directory": "", "lock_configuration": True}
+_PRIVATE_DUCKDB: dict[str, str | bool] = {
+    "enable_external_access": False,
+    "temp_directory": "",
+    "lock_configuration": True,
+}
 
 # The reader's conversion error: "In CSV column #1: CSV conversion error to double: invalid value 'abc'"
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: [^']*'(.*)'$", re.DOTALL)
