@@ -22,6 +22,7 @@ from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
 from oblv_mpc.client import EnclaveClient
 from oblv_mpc.enclave import create_app
 from oblv_mpc.errors import EnclaveRefused, InputDataError, ManifestError
+from oblv_mpc.limits import Limits
 from oblv_mpc.protocol.commitment import commit
 
 Doc = dict[str, Any]
@@ -373,40 +374,39 @@ def test_status_and_transcript_show_no_hash_a_guess_could_match(
 # -- runaway and chance-dependent SQL ------------------------------------------------------------
 
 
-def test_a_runaway_query_is_stopped_at_the_time_limit_and_says_only_that(
-    org_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
-) -> None:
+def _one_query_session(
+    org_keys: dict[str, keys.PrivateKey], ca: DevelopmentCA, measurements: Measurements, sql: str, limits: Limits
+) -> dict[str, EnclaveClient]:
+    """alpha and beta, one integer each uploaded, and one free-SQL computation ``q`` alpha reads."""
     from oblv_mpc.enclave import EnclaveSettings
-    from oblv_mpc.limits import Limits
 
     document = {
         "version": 1,
-        "session": "runaway",
+        "session": "one-query",
         "parties": _parties(org_keys, "alpha", "beta"),
         "inputs": {
             f"{p}.t": {"columns": {"x": "integer"}, "protection": {"release": "unrestricted"}}
             for p in ("alpha", "beta")
         },
-        "computations": {
-            "forever": {
-                "sql": (
-                    "WITH RECURSIVE r(n) AS (SELECT x FROM alpha.t UNION ALL SELECT n + 1 FROM r) "
-                    "SELECT count(*) AS n FROM r"
-                ),
-                "readers": ["alpha"],
-            }
-        },
+        "computations": {"q": {"sql": sql, "readers": ["alpha"]}},
     }
     loaded = manifest.from_data(document)
-    app = create_app(loaded, SimulatedNsm(dev_ca, measurements), EnclaveSettings(limits=Limits(compute_timeout_s=0.5)))
-    http = TestClient(app)
-    clients = {p: EnclaveClient(http, loaded, org_keys[p], dev_ca.policy(measurements)) for p in ("alpha", "beta")}
+    http = TestClient(create_app(loaded, SimulatedNsm(ca, measurements), EnclaveSettings(limits=limits)))
+    clients = {p: EnclaveClient(http, loaded, org_keys[p], ca.policy(measurements)) for p in ("alpha", "beta")}
     clients["alpha"].upload("t", io.BytesIO(b"x\n1\n"))
     clients["beta"].upload("t", io.BytesIO(b"x\n2\n"))
+    return clients
+
+
+def test_a_runaway_query_is_stopped_at_the_time_limit_and_says_only_that(
+    org_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
+) -> None:
+    forever = "WITH RECURSIVE r(n) AS (SELECT x FROM alpha.t UNION ALL SELECT n + 1 FROM r) SELECT count(*) AS n FROM r"
+    clients = _one_query_session(org_keys, dev_ca, measurements, forever, Limits(compute_timeout_s=0.5))
     with pytest.raises(EnclaveRefused) as info:
-        clients["alpha"].result("forever")
+        clients["alpha"].result("q")
     assert info.value.code == "compute_limit"
-    assert info.value.reason == "forever: the computation was stopped at its time limit (0.5 s)"
+    assert info.value.reason == "q: the computation was stopped at its time limit (0.5 s)"
     assert clients["beta"].status()["inputs"]["alpha.t"]["frozen"]
 
 
@@ -419,38 +419,18 @@ def test_a_query_past_the_memory_limit_stops_there_and_spills_no_rows_to_disk(
 ) -> None:
     """DuckDB's default for an in-memory database is to spill past its memory limit into ``.tmp``
     under the working directory: the parties' rows, in plaintext, on the host's disk."""
-    from oblv_mpc.enclave import EnclaveSettings
-    from oblv_mpc.limits import Limits
-
     monkeypatch.chdir(tmp_path)
-    document = {
-        "version": 1,
-        "session": "hungry",
-        "parties": _parties(org_keys, "alpha", "beta"),
-        "inputs": {
-            f"{p}.t": {"columns": {"x": "integer"}, "protection": {"release": "unrestricted"}}
-            for p in ("alpha", "beta")
-        },
-        "computations": {
-            "big": {
-                "sql": (  # a million distinct strings: ~5 s past 32 MiB when DuckDB may spill them
-                    "WITH RECURSIVE r(n) AS (SELECT x FROM alpha.t UNION ALL SELECT n + 1 FROM r WHERE n < 1000000) "
-                    "SELECT count(*) AS n FROM (SELECT DISTINCT n::VARCHAR || '-padding-padding-padding' FROM r)"
-                ),
-                "readers": ["alpha"],
-            }
-        },
-    }
-    loaded = manifest.from_data(document)
-    settings = EnclaveSettings(limits=Limits(compute_memory_bytes=32 * 1024 * 1024))
-    http = TestClient(create_app(loaded, SimulatedNsm(dev_ca, measurements), settings))
-    clients = {p: EnclaveClient(http, loaded, org_keys[p], dev_ca.policy(measurements)) for p in ("alpha", "beta")}
-    clients["alpha"].upload("t", io.BytesIO(b"x\n1\n"))
-    clients["beta"].upload("t", io.BytesIO(b"x\n2\n"))
+    distinct = (  # a million distinct strings: ~5 s past 32 MiB when DuckDB may spill them
+        "WITH RECURSIVE r(n) AS (SELECT x FROM alpha.t UNION ALL SELECT n + 1 FROM r WHERE n < 1000000) "
+        "SELECT count(*) AS n FROM (SELECT DISTINCT n::VARCHAR || '-padding-padding-padding' FROM r)"
+    )
+    clients = _one_query_session(
+        org_keys, dev_ca, measurements, distinct, Limits(compute_memory_bytes=32 * 1024 * 1024)
+    )
     with pytest.raises(EnclaveRefused) as info:
-        clients["alpha"].result("big")
+        clients["alpha"].result("q")
     assert info.value.code == "compute_limit"
-    assert info.value.reason == "big: the computation was stopped at its memory limit (33,554,432 bytes)"
+    assert info.value.reason == "q: the computation was stopped at its memory limit (33,554,432 bytes)"
     assert list(tmp_path.iterdir()) == []  # no .tmp: nothing of the run was written anywhere
 
 
