@@ -58,12 +58,10 @@ from oblv_mpc.manifest.templates import quote
 
 READ_BLOCK = 4 * 1024 * 1024
 _PARSE = pacsv.ParseOptions(newlines_in_values=True)  # otherwise Arrow's defaults (quoting above)
-# No temp directory: a key check never spills the keys it compares to disk (engine.py says why).
-_PRIVATE_DUCKDB: dict[str, str | bool] = {
-    "enable_external_access": False,
-    "temp_directory": "",
-    "lock_configuration": True,
-}
+# DuckDB over the parties' data (the enclave's engine and the key check here): it reads and writes
+# no files, and has no temp directory, so past its memory_limit a query stops instead of spilling
+# the rows to files under the process's working directory (DuckDB's default, ".tmp").
+PRIVATE_DUCKDB: dict[str, str | bool] = {"enable_external_access": False, "temp_directory": ""}
 
 # The reader's conversion error: "In CSV column #1: CSV conversion error to double: invalid value 'abc'"
 _CONVERSION_ERROR = re.compile(r"In CSV column #(\d+): CSV conversion error to [^:]+: [^']*'(.*)'$", re.DOTALL)
@@ -331,7 +329,7 @@ def repeated_key(keys: pa.Table, connection: duckdb.DuckDBPyConnection | None = 
     DuckDB, so that checking never touches a connection that other threads use.
     """
     columns = ", ".join(quote(name) for name in keys.column_names)
-    database = connection or duckdb.connect(":memory:", config=dict(_PRIVATE_DUCKDB))
+    database = connection or duckdb.connect(":memory:", config={**PRIVATE_DUCKDB, "lock_configuration": True})
     database.register("_keys", keys)
     try:
         duplicate = database.execute(

@@ -33,7 +33,7 @@ from oblv_mpc.manifest import ColumnType, Computation, InputTable, Manifest
 from oblv_mpc.manifest.naming import data_name, is_helper, quote
 from oblv_mpc.protocol.messages import ARROW, CSV
 from oblv_mpc.result_files import plain_rows
-from oblv_mpc.tables import CsvIngest
+from oblv_mpc.tables import PRIVATE_DUCKDB, CsvIngest
 
 # Set before the configuration is locked; nothing can change them afterwards. Threads: parallel
 # plans add floating-point values in an order that varies from run to run, and a result without
@@ -42,13 +42,10 @@ from oblv_mpc.tables import CsvIngest
 # which runs on a second database with ``EnclaveSettings.compute_threads`` (docs/adr/0004).
 # The time zone is fixed so that no function's value depends on the host's.
 _LOCKED_CONFIG = {
-    "enable_external_access": False,
+    **PRIVATE_DUCKDB,  # no file access, no temp directory
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "allow_community_extensions": False,
-    # No temp directory: past memory_limit a run stops, instead of DuckDB spilling the parties'
-    # rows to files under the process's working directory (its default, ".tmp").
-    "temp_directory": "",
 }
 
 

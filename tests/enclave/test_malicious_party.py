@@ -20,10 +20,11 @@ from fastapi.testclient import TestClient
 from oblv_mpc import keys, manifest
 from oblv_mpc.attestation import DevelopmentCA, Measurements, SimulatedNsm
 from oblv_mpc.client import EnclaveClient
-from oblv_mpc.enclave import create_app
+from oblv_mpc.enclave import EnclaveSettings, create_app
 from oblv_mpc.errors import EnclaveRefused, InputDataError, ManifestError
 from oblv_mpc.limits import Limits
 from oblv_mpc.protocol.commitment import commit
+from tests.enclave.red_team_world import Enclave
 
 Doc = dict[str, Any]
 
@@ -376,10 +377,8 @@ def test_status_and_transcript_show_no_hash_a_guess_could_match(
 
 def _one_query_session(
     org_keys: dict[str, keys.PrivateKey], ca: DevelopmentCA, measurements: Measurements, sql: str, limits: Limits
-) -> dict[str, EnclaveClient]:
+) -> Enclave:
     """alpha and beta, one integer each uploaded, and one free-SQL computation ``q`` alpha reads."""
-    from oblv_mpc.enclave import EnclaveSettings
-
     document = {
         "version": 1,
         "session": "one-query",
@@ -390,19 +389,17 @@ def _one_query_session(
         },
         "computations": {"q": {"sql": sql, "readers": ["alpha"]}},
     }
-    loaded = manifest.from_data(document)
-    http = TestClient(create_app(loaded, SimulatedNsm(ca, measurements), EnclaveSettings(limits=limits)))
-    clients = {p: EnclaveClient(http, loaded, org_keys[p], ca.policy(measurements)) for p in ("alpha", "beta")}
-    clients["alpha"].upload("t", io.BytesIO(b"x\n1\n"))
-    clients["beta"].upload("t", io.BytesIO(b"x\n2\n"))
-    return clients
+    enclave = Enclave(document, org_keys, ca, measurements, EnclaveSettings(limits=limits))
+    enclave.upload("alpha", "t", "x\n1\n")
+    enclave.upload("beta", "t", "x\n2\n")
+    return enclave
 
 
 def test_a_runaway_query_is_stopped_at_the_time_limit_and_says_only_that(
     org_keys: dict[str, keys.PrivateKey], dev_ca: DevelopmentCA, measurements: Measurements
 ) -> None:
     forever = "WITH RECURSIVE r(n) AS (SELECT x FROM alpha.t UNION ALL SELECT n + 1 FROM r) SELECT count(*) AS n FROM r"
-    clients = _one_query_session(org_keys, dev_ca, measurements, forever, Limits(compute_timeout_s=0.5))
+    clients = _one_query_session(org_keys, dev_ca, measurements, forever, Limits(compute_timeout_s=0.5)).clients
     with pytest.raises(EnclaveRefused) as info:
         clients["alpha"].result("q")
     assert info.value.code == "compute_limit"
@@ -424,9 +421,8 @@ def test_a_query_past_the_memory_limit_stops_there_and_spills_no_rows_to_disk(
         "WITH RECURSIVE r(n) AS (SELECT x FROM alpha.t UNION ALL SELECT n + 1 FROM r WHERE n < 1000000) "
         "SELECT count(*) AS n FROM (SELECT DISTINCT n::VARCHAR || '-padding-padding-padding' FROM r)"
     )
-    clients = _one_query_session(
-        org_keys, dev_ca, measurements, distinct, Limits(compute_memory_bytes=32 * 1024 * 1024)
-    )
+    limits = Limits(compute_memory_bytes=32 * 1024 * 1024)
+    clients = _one_query_session(org_keys, dev_ca, measurements, distinct, limits).clients
     with pytest.raises(EnclaveRefused) as info:
         clients["alpha"].result("q")
     assert info.value.code == "compute_limit"
